@@ -1,0 +1,1 @@
+"""The per-customer cloud API (FastAPI, port 3002)."""

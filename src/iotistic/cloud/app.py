@@ -1,0 +1,62 @@
+"""The cloud API application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+import iotistic
+from iotistic.cloud.context import CloudContext
+from iotistic.cloud.errors import ErrorBody, install_error_handlers
+from iotistic.cloud.observability import RequestMetrics
+from iotistic.cloud.routers import (
+    audit,
+    auth,
+    device_api,
+    devices,
+    fleets,
+    license,
+    ops,
+    provisioning_keys,
+    users,
+)
+from iotistic.cloud.services.license import LicenseService
+from iotistic.core.db import make_engine, make_sessionmaker
+from iotistic.core.settings import CloudSettings
+
+ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit)
+
+
+def create_app(settings: CloudSettings) -> FastAPI:
+    """Build the API. The database must already be migrated (`iotistic db upgrade`, done by `up`)."""
+    engine = make_engine(settings.sqlalchemy_url)
+    ctx = CloudContext(
+        settings=settings,
+        engine=engine,
+        sessions=make_sessionmaker(engine),
+        jwt_secret=settings.resolved_jwt_secret(),
+        licenses=LicenseService(settings.license_public_key_pem(), settings.license_key),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await engine.dispose()
+
+    app = FastAPI(
+        title="Iotistic cloud API",
+        version=iotistic.__version__,
+        lifespan=lifespan,
+        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
+                   404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
+    app.state.ctx = ctx
+    app.state.registry = CollectorRegistry()
+    app.add_middleware(RequestMetrics, registry=app.state.registry)
+    install_error_handlers(app)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    return app

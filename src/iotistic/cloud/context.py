@@ -1,0 +1,19 @@
+"""What one running cloud API holds: settings, database, licence state. Built once by `create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from iotistic.cloud.services.license import LicenseService
+from iotistic.core.settings import CloudSettings
+
+
+@dataclass
+class CloudContext:
+    settings: CloudSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    jwt_secret: str
+    licenses: LicenseService

@@ -1,0 +1,1 @@
+"""Shared building blocks. Imports nothing else of ours (checked by import-linter)."""

@@ -1,0 +1,148 @@
+"""Configuration from the environment.
+
+Every part reads its settings here so that a misconfiguration is reported once, at start, as one clear line
+(`ConfigError`), instead of surfacing later as a confusing stack trace.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from urllib.parse import quote
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(Exception):
+    """Configuration that cannot work; its message is one line meant for the operator."""
+
+
+class CloudSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    db_host: str | None = Field(default=None, alias="DB_HOST")
+    db_port: int = Field(default=5432, alias="DB_PORT", ge=1, le=65535)
+    db_name: str = Field(default="iotistic", alias="DB_NAME")
+    db_user: str = Field(default="iotistic", alias="DB_USER")
+    db_password: str | None = Field(default=None, alias="DB_PASSWORD")
+
+    data_dir: Path = Field(default=Path(".iotistic"), alias="IOTISTIC_DATA_DIR")
+
+    # Signs user access tokens. Unset: a random secret is created once under data_dir (mode 0600).
+    jwt_secret: str | None = Field(default=None, alias="JWT_SECRET", min_length=32)
+    access_token_minutes: int = Field(default=15, alias="ACCESS_TOKEN_MINUTES", ge=1, le=24 * 60)
+    refresh_token_days: int = Field(default=14, alias="REFRESH_TOKEN_DAYS", ge=1, le=365)
+    login_max_failures: int = Field(default=5, alias="LOGIN_MAX_FAILURES", ge=1)
+    login_lockout_seconds: int = Field(default=900, alias="LOGIN_LOCKOUT_SECONDS", ge=1)
+
+    license_public_key: str | None = Field(default=None, alias="LICENSE_PUBLIC_KEY")
+    license_key: str | None = Field(default=None, alias="IOTISTIC_LICENSE_KEY")
+
+    mqtt_broker_url: str = Field(default="mqtt://127.0.0.1:1883", alias="MQTT_BROKER_URL")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+
+    # A device counts as online while its last contact is younger than this.
+    device_offline_after_seconds: int = Field(default=180, alias="DEVICE_OFFLINE_AFTER_SECONDS", ge=5)
+    # Bearer token that Prometheus may use for /metrics (users with the admin role may always read it).
+    metrics_token: str | None = Field(default=None, alias="METRICS_TOKEN", min_length=16)
+    public_url: str | None = Field(default=None, alias="PUBLIC_URL")
+    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+
+    @field_validator("database_url")
+    @classmethod
+    def _supported_database(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if value.startswith("postgres://"):
+            value = "postgresql://" + value.removeprefix("postgres://")
+        if value.startswith("postgresql://"):
+            value = "postgresql+asyncpg://" + value.removeprefix("postgresql://")
+        if value.startswith("sqlite://") and not value.startswith("sqlite+aiosqlite://"):
+            value = "sqlite+aiosqlite://" + value.removeprefix("sqlite://")
+        if not (value.startswith("postgresql+asyncpg://") or value.startswith("sqlite+aiosqlite://")):
+            raise ValueError("must be a postgresql:// or sqlite:// URL")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _one_database(self) -> CloudSettings:
+        if self.database_url and self.db_host:
+            raise ValueError("set DATABASE_URL or DB_HOST, not both")
+        return self
+
+    @cached_property
+    def sqlalchemy_url(self) -> str:
+        """The async SQLAlchemy URL: DATABASE_URL, else DB_HOST & co, else SQLite under the data dir."""
+        if self.database_url:
+            return self.database_url
+        if self.db_host:
+            auth = quote(self.db_user, safe="")
+            if self.db_password:
+                auth += ":" + quote(self.db_password, safe="")
+            return f"postgresql+asyncpg://{auth}@{self.db_host}:{self.db_port}/{quote(self.db_name, safe='')}"
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'iotistic.db').resolve()}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.sqlalchemy_url.startswith("sqlite")
+
+    def resolved_jwt_secret(self) -> str:
+        """The access-token secret; created once (0600) under the data dir when not configured."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        if path.exists():
+            return path.read_text().strip()
+        import secrets
+
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secret = secrets.token_urlsafe(48)
+        fd = _create_private_file(path)
+        with open(fd, "w") as handle:
+            handle.write(secret)
+        return secret
+
+    def license_public_key_pem(self) -> str | None:
+        """LICENSE_PUBLIC_KEY may be PEM text or a path to a PEM file."""
+        value = self.license_public_key
+        if not value:
+            return None
+        if "BEGIN" in value:
+            return value.replace("\\n", "\n")
+        path = Path(value)
+        if not path.is_file():
+            raise ConfigError(f"LICENSE_PUBLIC_KEY: {value!r} is neither PEM text nor a readable file")
+        return path.read_text()
+
+
+def _create_private_file(path: Path) -> int:
+    import os
+
+    return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+
+
+def load_cloud_settings(**overrides: object) -> CloudSettings:
+    """Read the environment; raise ConfigError with one readable line when something is wrong."""
+    try:
+        settings = CloudSettings(**overrides)  # type: ignore[arg-type]
+        settings.license_public_key_pem()
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(exc)) from None
+    return settings
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    parts = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"]) or "configuration"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid configuration: " + "; ".join(parts)
