@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import uuid as uuidlib
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import Select, func, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -32,7 +33,7 @@ class Registration:
 
 async def _enforce_device_limit(session: AsyncSession, licenses: LicenseService) -> None:
     """Refuse one more device beyond the licence. Serialised so concurrent registrations cannot overshoot."""
-    if session.bind.dialect.name == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         await session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _DEVICE_LIMIT_LOCK})
     state = await licenses.current(session)
     limit = state.max_devices
@@ -156,7 +157,7 @@ class DeviceFilter:
     fleet_id: int | None = None
 
 
-def _filtered(query: Select, f: DeviceFilter, offline_after_seconds: int) -> Select:  # type: ignore[type-arg]
+def _filtered(query: Select[Any], f: DeviceFilter, offline_after_seconds: int) -> Select[Any]:
     if f.status:
         query = query.where(Device.status == f.status)
     if f.fleet_id is not None:

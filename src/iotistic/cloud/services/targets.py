@@ -109,7 +109,7 @@ async def deploy_release(
     """Deploy one release to every selected device in one transaction; returns their uuids."""
     if fleet is None and tag_key is None and not device_uuids:
         raise bad_request("select devices: a fleet, a tag or a list of device uuids")
-    query: Select[tuple[Device]] = select(Device).order_by(Device.id)
+    query: Select[Device] = select(Device).order_by(Device.id)
     if fleet is not None:
         fleet_row = await resolve_fleet(session, fleet)
         assert fleet_row is not None

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import InstrumentedAttribute
 
 from iotistic.cloud.errors import ApiError, conflict, forbidden, not_found, unauthorized
 from iotistic.cloud.models import LoginFailure, RefreshToken, Role, User, UserSession
@@ -63,7 +64,8 @@ async def _issue(session: AsyncSession, settings: CloudSettings, secret: str, us
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=settings.access_token_minutes * 60)
 
 
-async def _recent_failures(session: AsyncSession, column: object, value: str, since: dt.datetime) -> int:
+async def _recent_failures(session: AsyncSession, column: InstrumentedAttribute[str], value: str,
+                           since: dt.datetime) -> int:
     return int(
         await session.scalar(
             select(func.count()).select_from(LoginFailure).where(column == value, LoginFailure.at >= since)
