@@ -117,11 +117,24 @@ class CloudSettings(BaseSettings):
         if not value:
             return None
         if "BEGIN" in value:
-            return value.replace("\\n", "\n")
+            return _checked_public_key(value.replace("\\n", "\n"), "PEM text")
         path = Path(value)
         if not path.is_file():
             raise ConfigError(f"LICENSE_PUBLIC_KEY: {value!r} is neither PEM text nor a readable file")
-        return path.read_text()
+        return _checked_public_key(path.read_text(), f"file {value!r}")
+
+
+def _checked_public_key(pem: str, source: str) -> str:
+    """A PEM that does not hold a public key is a misconfiguration: report it at start, not at first use."""
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        load_pem_public_key(pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        reason = " ".join(str(exc).split())
+        raise ConfigError(f"LICENSE_PUBLIC_KEY: {source} is not a PEM public key ({reason})") from None
+    return pem
 
 
 def _create_private_file(path: Path) -> int:
