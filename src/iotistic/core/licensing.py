@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jwt
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -133,9 +134,14 @@ def evaluate_license(token: str | None, public_key_pem: str | None, *, now: floa
     if not public_key_pem:
         return free_mode("no LICENSE_PUBLIC_KEY configured to verify the licence")
     try:
+        # Load it as a public key first: PyJWT raises non-token errors for garbage or a private key.
+        public_key = serialization.load_pem_public_key(public_key_pem.encode())
+    except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
+        return free_mode(f"licence public key unusable: {' '.join(str(exc).split())}")
+    try:
         claims = jwt.decode(
             token,
-            public_key_pem,
+            public_key,  # type: ignore[arg-type]
             algorithms=[ALGORITHM],
             options={"require": ["exp", "customerId", "plan"]},
         )
@@ -143,7 +149,7 @@ def evaluate_license(token: str | None, public_key_pem: str | None, *, now: floa
         return free_mode("licence expired")
     except jwt.InvalidTokenError as exc:
         return free_mode(f"licence invalid: {exc}")
-    except (ValueError, TypeError) as exc:  # a malformed public key
+    except (jwt.InvalidKeyError, ValueError, TypeError) as exc:  # e.g. a public key that is not RSA
         return free_mode(f"licence public key unusable: {exc}")
     if now is not None and int(claims["exp"]) <= now:
         return free_mode("licence expired")
