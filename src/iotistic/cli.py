@@ -185,8 +185,8 @@ def _require_migrated(settings: CloudSettings, *, unreachable_ok: bool = False) 
             return
         fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
     if current != heads:
-        where = ", ".join(sorted(current)) or "an empty schema"
-        fail(f"the database is at {where} but this version needs {', '.join(sorted(heads))}: "
+        where = f"at revision {', '.join(sorted(current))}" if current else "not migrated"
+        fail(f"the database is {where} but this version needs {', '.join(sorted(heads))}: "
              f"run `iotistic db upgrade` first")
 
 
