@@ -68,6 +68,9 @@ async def register(
         # Same device coming back (e.g. lost its reply): idempotent, and the old credentials stop working.
         if existing.provisioning_key_id != key.id or existing.status == DeviceStatus.disabled:
             raise conflict(f"device {device_uuid} is already registered")
+        if await session.scalar(select(Device.id).where(Device.api_key_hash == hash_token(api_key),
+                                                        Device.id != existing.id)) is not None:
+            raise conflict("deviceApiKey is already in use; generate a new one")
         existing.api_key_hash = hash_token(api_key)
         existing.name = name
         existing.device_type = device_type
