@@ -13,7 +13,7 @@ from iotistic.core.schemas.target_state import TargetState
 
 UUID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"  # also a valid MQTT topic level: no '/', '+' or '#'
 NAME_PATTERN = r"^[^\x00-\x1f/]{1,128}$"
-TAG_KEY_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+TAG_KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # no ":" (the tag filter is key:value)
 
 
 class Wire(BaseModel):
