@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 from dataclasses import dataclass
 
 import jwt
@@ -25,6 +26,7 @@ def create_access_token(secret: str, *, user_id: int, session_id: str, role: str
         "sid": session_id,
         "role": role,
         "aud": AUDIENCE,
+        "jti": secrets.token_urlsafe(12),  # every token distinct, even two issued in the same second
         "iat": now,
         "exp": now + dt.timedelta(minutes=minutes),
     }
