@@ -162,9 +162,12 @@ def ensure_may_manage(actor: User, role: Role) -> None:
 
 
 async def _owner_count(session: AsyncSession) -> int:
-    return int(await session.scalar(
-        select(func.count()).select_from(User).where(User.role == Role.owner.value, User.is_active.is_(True))
-    ) or 0)
+    """Active owners, with their rows locked (PostgreSQL; SQLite serialises writers anyway): two owners
+    demoting each other at once must not both see two owners and leave none."""
+    owners = await session.scalars(
+        select(User.id).where(User.role == Role.owner.value, User.is_active.is_(True)).with_for_update()
+    )
+    return len(owners.all())
 
 
 async def update_user(
@@ -175,7 +178,8 @@ async def update_user(
     ensure_may_manage(actor, Role(user.role))
     if role is not None:
         ensure_may_manage(actor, role)
-    losing_owner = Role(user.role) == Role.owner and (
+    # Only an active owner counts: demoting or disabling an already disabled owner loses nobody.
+    losing_owner = Role(user.role) == Role.owner and user.is_active and (
         (role is not None and role != Role.owner) or is_active is False
     )
     if losing_owner and await _owner_count(session) <= 1:
@@ -201,7 +205,7 @@ async def delete_user(session: AsyncSession, actor: User, user_id: int) -> User:
     ensure_may_manage(actor, Role(user.role))
     if user.id == actor.id:
         raise conflict("you cannot delete yourself")
-    if Role(user.role) == Role.owner and await _owner_count(session) <= 1:
+    if Role(user.role) == Role.owner and user.is_active and await _owner_count(session) <= 1:
         raise conflict("the last owner cannot be deleted")
     await session.delete(user)
     return user
