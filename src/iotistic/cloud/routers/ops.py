@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
-from iotistic.cloud.deps import BearerCreds, Ctx, Session
+from iotistic.cloud.deps import BearerCreds, Ctx, Session, current_user
 from iotistic.cloud.errors import ApiError, forbidden, unauthorized
 from iotistic.cloud.models import Role
 from iotistic.core.security import tokens_equal
@@ -32,15 +32,16 @@ async def ready(session: Session) -> dict[str, str]:
 
 
 @router.get("/metrics", response_class=Response)
-async def metrics(request: Request, creds: BearerCreds, ctx: Ctx) -> Response:
+async def metrics(request: Request, creds: BearerCreds, ctx: Ctx, session: Session) -> Response:
     """Prometheus metrics. Bearer METRICS_TOKEN (for the scraper) or an admin's access token."""
     if creds is None:
         raise unauthorized()
     token = creds.credentials
     if not (ctx.settings.metrics_token and tokens_equal(token, ctx.settings.metrics_token)):
-        claims = decode_access_token(ctx.jwt_secret, token)
-        if claims is None:
+        if decode_access_token(ctx.jwt_secret, token) is None:
             raise unauthorized("metrics token or access token invalid")
-        if not Role(claims.role).at_least(Role.admin):
+        # The same checks as every route: a logged-out session or a demoted user is refused.
+        principal = await current_user(request, creds, ctx, session)
+        if not principal.role.at_least(Role.admin):
             raise forbidden("metrics need the admin role")
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
