@@ -317,10 +317,12 @@ async def test_invalid_email_is_422(api, owner):
         assert_error(await create_user(api, owner, email), 422)
 
 
-@pytest.mark.parametrize("password", ["short", "123456789", "aaaaaaaaaaaaaaaa", "abababababab", " " * 12])
-async def test_weak_passwords_are_refused(api, owner, password):
+async def test_weak_passwords_are_refused(api, owner):
     before = await list_emails(api, owner)
-    assert_error(await create_user(api, owner, "weak@example.com", password=password), 422)
+    for password in ("short", "123456789", "aaaaaaaaaaaaaaaa", "abababababab", " " * 12):
+        r = await create_user(api, owner, "weak@example.com", password=password)
+        assert r.status_code == 422, (password, r.text)
+        assert r.json()["error"] in ("weak_password", "validation_error"), r.text
     assert await list_emails(api, owner) == before  # nothing half-written
 
 
