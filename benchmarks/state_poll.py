@@ -104,7 +104,7 @@ async def provision(url: str, count: int) -> tuple[list[Provisioned], str]:
     try:
         async with engine.begin() as conn:
             for start in range(0, count, CHUNK):
-                await conn.execute(insert(Device.__table__), [
+                await conn.execute(insert(Device), [
                     {"uuid": d.uuid, "name": f"bench-{i:05d}", "device_type": "raspberrypi4",
                      "status": DeviceStatus.active.value, "api_key_hash": hash_token(d.api_key),
                      "key_exchanged_at": now, "last_seen_at": now, "created_at": now}
@@ -112,7 +112,7 @@ async def provision(url: str, count: int) -> tuple[list[Provisioned], str]:
                 ])
             ids = (await conn.execute(select(Device.id))).scalars().all()
             for start in range(0, len(ids), CHUNK):
-                await conn.execute(insert(DeviceTarget.__table__), [
+                await conn.execute(insert(DeviceTarget), [
                     {"device_id": device_id, "staged": EMPTY_TARGET, "deployed": EMPTY_TARGET, "version": 0,
                      "etag": etag, "staged_at": now}
                     for device_id in ids[start:start + CHUNK]
