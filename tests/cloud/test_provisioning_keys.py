@@ -9,9 +9,21 @@ import secrets
 import uuid as uuidlib
 from typing import Any
 
+import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import func, select, update
 
 from iotistic.cloud.models import Device, MqttAccount, ProvisioningKey
+from iotistic.core import security
+
+
+@pytest.fixture(autouse=True)
+def quick_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Real Argon2id, same code path and format, with the smallest cost parameters: these tests log in a lot,
+    and the production cost (checked in tests/core/test_security.py) would make them slow."""
+    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
+    monkeypatch.setattr(security, "_password_hasher", hasher)
+    monkeypatch.setattr(security, "_DUMMY_PASSWORD_HASH", hasher.hash("not-a-real-password"))
 
 
 def registration(device_uuid: str | None = None) -> dict[str, Any]:
@@ -133,9 +145,15 @@ async def test_revoked_key_cannot_register(api, owner, app):
     assert r.status_code == 200, r.text
     assert await count(app, Device) == 1
 
-
-async def test_revoke_unknown_key_is_404(api, owner):
     assert_error(await api.client.delete(f"/api/v1/provisioning-keys/{uuidlib.uuid4()}", headers=owner), 404)
+
+    # Both actions are in the audit log, without the secret.
+    r = await api.client.get("/api/v1/audit", headers=owner)
+    assert r.status_code == 200
+    events = [(e["action"], e["targetId"]) for e in r.json()]
+    assert ("provisioning_key.created", created["id"]) in events
+    assert ("provisioning_key.revoked", created["id"]) in events
+    assert created["key"] not in r.text
 
 
 # Expiry -------------------------------------------------------------------------------------------------------
@@ -193,25 +211,18 @@ async def test_fleet_scoped_key_puts_devices_in_its_fleet(api, owner):
     r = await c.get(f"/api/v1/fleets/{fleet['id']}", headers=owner)
     assert r.json()["deviceCount"] == 2
 
+    # The key decides the fleet, not the device.
+    warehouse_id = next(f["id"] for f in (await c.get("/api/v1/fleets", headers=owner)).json()
+                        if f["name"] == "warehouse")
+    third, _ = await api.register(by_name["key"], applicationId=warehouse_id)
+    assert third["fleet"]["id"] == fleet["id"]
 
-async def test_device_cannot_choose_another_fleet(api, owner):
-    c = api.client
-    greenhouse = (await c.post("/api/v1/fleets", headers=owner, json={"name": "greenhouse"})).json()
-    warehouse = (await c.post("/api/v1/fleets", headers=owner, json={"name": "warehouse"})).json()
-    key = await api.provisioning_key(owner, fleet="greenhouse")
-    body, _ = await api.register(key["key"], applicationId=warehouse["id"])
-    assert body["fleet"]["id"] == greenhouse["id"]
+    # A key for a fleet that does not exist is refused.
+    for unknown in ("nowhere", 424242):
+        r = await c.post("/api/v1/provisioning-keys", headers=owner, json={"fleet": unknown})
+        assert_error(r, 400, "unknown_fleet")
+    assert len(await listed(api, owner)) == 3
 
-
-async def test_unknown_fleet_is_refused(api, owner):
-    r = await api.client.post("/api/v1/provisioning-keys", headers=owner, json={"fleet": "nowhere"})
-    assert_error(r, 400, "unknown_fleet")
-    r = await api.client.post("/api/v1/provisioning-keys", headers=owner, json={"fleet": 424242})
-    assert_error(r, 400, "unknown_fleet")
-    assert await listed(api, owner) == []
-
-
-# maxDevices ---------------------------------------------------------------------------------------------------
 
 async def test_max_devices_is_enforced(api, owner, app):
     created = await api.provisioning_key(owner, maxDevices=2)
@@ -267,13 +278,3 @@ async def test_unlimited_key_registers_many_concurrently(api, owner, app):
 
 
 # Audit --------------------------------------------------------------------------------------------------------
-
-async def test_key_creation_and_revocation_are_audited(api, owner):
-    created = await api.provisioning_key(owner)
-    await api.client.delete(f"/api/v1/provisioning-keys/{created['id']}", headers=owner)
-    r = await api.client.get("/api/v1/audit", headers=owner)
-    assert r.status_code == 200
-    events = [(e["action"], e["targetId"]) for e in r.json()]
-    assert ("provisioning_key.created", created["id"]) in events
-    assert ("provisioning_key.revoked", created["id"]) in events
-    assert created["key"] not in r.text

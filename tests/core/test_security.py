@@ -32,6 +32,14 @@ def test_password_hash_is_argon2id_and_verifies():
     assert verify_password(stored, "correct-horse-battery-staple") is True
 
 
+def test_password_hash_cost_is_production_grade():
+    """At least the OWASP minimum for Argon2id (19 MiB, 2 iterations); RFC 9106's low-memory choice is 64 MiB, t=3."""
+    params = dict(item.split("=") for item in hash_password("some-password-1").split("$")[3].split(","))
+    assert int(params["m"]) >= 19 * 1024
+    assert int(params["t"]) >= 2
+    assert int(params["p"]) >= 1
+
+
 def test_wrong_password_does_not_verify():
     stored = hash_password("correct-horse-battery-staple")
     assert verify_password(stored, "correct-horse-battery-stapler") is False
