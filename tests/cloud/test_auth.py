@@ -391,3 +391,17 @@ async def test_public_routes_answer_without_a_token(client):
     # Public does not mean open: these refuse bad credentials, but not with "log in first".
     assert_error(await client.post("/api/v1/auth/login", json={"email": "a@b.co", "password": "x"}), 401)
     assert_error(await client.post("/api/v1/auth/refresh", json={"refresh_token": "x"}), 401)
+
+
+async def test_concurrent_failed_logins_cannot_outrun_the_limit(api, app):
+    """Guessing in parallel must not get more password checks than guessing one after another."""
+    limit = app.state.ctx.settings.login_max_failures
+    await api.create_user("olga@example.com")
+    results = await asyncio.gather(*(login(api.client, "olga@example.com", f"guess-{i}-guess") for i in range(12)))
+    statuses = [r.status_code for r in results]
+    assert statuses.count(401) == limit, statuses
+    assert statuses.count(429) == 12 - limit, statuses
+    async with app.state.ctx.sessions() as session:
+        recorded = await session.scalar(select(func.count()).select_from(LoginFailure)
+                                        .where(LoginFailure.email == "olga@example.com"))
+    assert recorded == limit

@@ -6,7 +6,7 @@ import datetime as dt
 import uuid
 from dataclasses import dataclass
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import InstrumentedAttribute
 
@@ -78,6 +78,10 @@ async def login(
 ) -> TokenPair:
     """Check the password, rate limited per email and per client address; commits."""
     email = normalise_email(email)
+    if session.get_bind().dialect.name == "postgresql":
+        # One login attempt per email at a time, so parallel guesses cannot all pass the count below before
+        # any failure is recorded (SQLite's BEGIN IMMEDIATE serialises them already).
+        await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"login:{email}"})
     window_start = utcnow() - dt.timedelta(seconds=settings.login_lockout_seconds)
     by_email = await _recent_failures(session, LoginFailure.email, email, window_start)
     by_ip = await _recent_failures(session, LoginFailure.ip, ip, window_start)
