@@ -15,7 +15,7 @@ import pytest
 from argon2 import PasswordHasher
 from sqlalchemy import func, select, update
 
-from iotistic.cloud.models import LoginFailure, Role, User
+from iotistic.cloud.models import LoginFailure, Role, User, UserSession
 from iotistic.core import security
 from iotistic.core.tokens import AUDIENCE, create_access_token
 from tests.conftest import PASSWORD
@@ -161,6 +161,16 @@ async def test_refresh_refuses_anything_but_a_live_refresh_token(api):
     # Neither was spent or revoked by the misuse.
     assert await me_status(api.client, tokens["access_token"]) == 200
     assert (await refresh(api.client, tokens["refresh_token"])).status_code == 200
+
+
+async def test_session_lifetime_ends_both_tokens(api, app):
+    await api.create_user("sven@example.com")
+    tokens = await api.login("sven@example.com")
+    async with app.state.ctx.sessions() as session:
+        await session.execute(update(UserSession).values(expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)))
+        await session.commit()
+    assert await me_status(api.client, tokens["access_token"]) == 401
+    assert_error(await refresh(api.client, tokens["refresh_token"]), 401)
 
 
 # Logout -------------------------------------------------------------------------------------------------------
