@@ -436,3 +436,12 @@ async def test_every_accepted_tag_key_can_be_queried(api, owner):
     assert r.status_code == 200
     assert _names(await _list(api, owner, tag="zone.a-b_c")) == {"colon"}
     assert _names(await _list(api, owner, tag="zone.a-b_c:1:2")) == {"colon"}
+
+
+async def test_fleet_filter_with_out_of_range_or_odd_ids(api, owner):
+    for fleet in (str(2**63), "\u00b2", "\u0661", "0"):
+        r = await api.client.get("/api/v1/devices", params={"fleet": fleet}, headers=owner)
+        assert r.status_code == 400, (fleet, r.text)
+        assert r.json()["error"] == "unknown_fleet"
+    r = await api.client.post("/api/v1/devices", json={"name": "x", "fleet": 2**63}, headers=owner)
+    assert r.status_code in (400, 422)

@@ -300,3 +300,42 @@ async def test_a_device_posts_logs_only_for_itself(api, owner, app):
     assert r.status_code == 200 and r.json() == {"accepted": 1}
     assert (await api.client.get(f"/api/v1/devices/{b_uuid}/logs", params={"service": "x"},
                                  headers=owner)).json() == []
+
+
+async def test_non_finite_numbers_are_refused(api, owner, app):
+    """Python's JSON parser accepts NaN and Infinity; they must not be stored (they cannot be sent back as JSON)."""
+    device_uuid, api_key = await _device(api, owner)
+    for literal in (b"Infinity", b"NaN", b"-Infinity"):
+        body = b'{"' + device_uuid.encode() + b'": {"metrics": {"memory": ' + literal + b', "uptime": 1}}}'
+        r = await api.client.patch("/api/v1/device/state", content=body,
+                                   headers={**_dev(api_key), "Content-Type": "application/json"})
+        assert 400 <= r.status_code < 500, (literal, r.status_code, r.text)
+        assert set(r.json()) >= {"error", "message"}
+    assert await _count(app, DeviceMetric) == 0
+    r = await api.client.get(f"/api/v1/devices/{device_uuid}/metrics", headers=owner)
+    assert r.status_code == 200 and r.json() == []
+
+
+async def test_text_the_database_cannot_hold_is_a_client_error(api, owner, app):
+    """NUL characters (PostgreSQL text refuses them) and lone surrogates: 4xx JSON, never a 500, nothing stored."""
+    device_uuid, api_key = await _device(api, owner)
+    dev = {**_dev(api_key), "Content-Type": "application/json"}
+    for bad in ("a\x00b", "a\ud800b"):
+        line = json.dumps({"timestamp": "2026-01-01T00:00:00Z", "message": bad, "serviceName": "s"}).encode()
+        r = await _post_logs(api, device_uuid, api_key, line)
+        # SQLite can store a NUL; PostgreSQL cannot. Either way: stored faithfully, or a clean 4xx.
+        assert r.status_code in (200, 400, 422), (bad, r.status_code, r.text)
+        if r.status_code == 200:
+            logs = (await api.client.get(f"/api/v1/devices/{device_uuid}/logs", headers=owner)).json()
+            assert logs[-1]["message"] == bad
+        else:
+            assert set(r.json()) >= {"error", "message"}
+        for report in ({"status": bad}, {"config": {"k": bad}}, {"apps": {"1": {"services": [
+                {"serviceName": "s", "status": "error", "error": bad}]}}}):
+            r = await api.client.patch("/api/v1/device/state", content=json.dumps({device_uuid: report}).encode(),
+                                       headers=dev)
+            assert r.status_code == 422, (bad, report, r.status_code, r.text)
+            assert set(r.json()) >= {"error", "message"}
+    assert await _count(app, DeviceCurrentState) == 0
+    r = await api.client.get(f"/api/v1/devices/{device_uuid}/current-state", headers=owner)
+    assert r.status_code == 200 and r.json()["state"] is None

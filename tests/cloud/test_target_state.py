@@ -545,3 +545,81 @@ async def test_release_document_is_not_changed_by_later_staging(api, owner):
     assert (await api.client.get(f"/api/v1/releases/{rel['id']}", headers=owner)).json()["document"] == original
     state = (await _poll(api, device_uuid, _dev(api_key))).json()[device_uuid]
     assert state["apps"]["1"]["services"][0]["config"]["image"] == "app:frozen"
+
+
+async def test_out_of_range_ids_are_client_errors(api, owner):
+    """Ids beyond a 32-bit integer column are not ids: a 4xx, never a database driver error."""
+    huge = 2**63
+    for method, path, body in (("GET", f"/api/v1/fleets/{huge}", None), ("PATCH", f"/api/v1/fleets/{huge}", {}),
+                               ("DELETE", f"/api/v1/fleets/{huge}", None), ("GET", f"/api/v1/releases/{huge}", None),
+                               ("POST", f"/api/v1/releases/{huge}/deploy", {"devices": ["x"]}),
+                               ("GET", "/api/v1/fleets/0", None), ("GET", "/api/v1/fleets/-1", None)):
+        r = await api.client.request(method, path, json=body, headers=owner)
+        assert r.status_code in (404, 422), (method, path, r.status_code, r.text)
+        assert set(r.json()) >= {"error", "message"}
+    for fleet in (huge, str(huge), "\u00b2", "\u0661"):  # also digits that are not ASCII
+        r = await api.client.post("/api/v1/releases", json={"name": "r", "fleet": fleet, "target": {}},
+                                  headers=owner)
+        assert r.status_code == 400, (fleet, r.text)
+        r = await api.client.post("/api/v1/provisioning-keys", json={"fleet": fleet}, headers=owner)
+        assert r.status_code in (400, 422), (fleet, r.text)
+        r = await api.client.get("/api/v1/releases", params={"fleet": str(fleet)}, headers=owner)
+        assert r.status_code == 400, (fleet, r.text)
+
+
+async def test_absurdly_long_numbers_are_client_errors(api, owner):
+    digits = "9" * 5000
+    r = await api.client.post("/api/v1/releases", json={"name": "r", "fleet": digits, "target": {}}, headers=owner)
+    assert r.status_code == 400, r.text
+    r = await api.client.post("/api/v1/releases", content=b'{"name": "r", "fleet": ' + digits.encode() + b', '
+                              b'"target": {}}', headers={**owner, "Content-Type": "application/json"})
+    assert 400 <= r.status_code < 500, r.text
+    assert set(r.json()) >= {"error", "message"}
+    r = await api.client.get(f"/api/v1/fleets/{digits}", headers=owner)
+    assert r.status_code == 422, r.text
+
+
+async def test_target_documents_must_be_plain_json(api, owner):
+    """A target is sent to devices as JSON: NUL, lone surrogates, NaN and Infinity are refused on both backends."""
+    device_uuid, _ = await _device(api, owner)
+    headers = {**owner, "Content-Type": "application/json"}
+    path = f"/api/v1/devices/{device_uuid}/target-state"
+    for raw in (b'{"config": {"x": "a\\u0000b"}}', b'{"config": {"x": "a\\ud800b"}}', b'{"config": {"x": NaN}}',
+                b'{"config": {"x": [Infinity]}}', b'{"config": {"a\\u0000": 1}}'):
+        r = await api.client.put(path, content=raw, headers=headers)
+        assert r.status_code == 422, (raw, r.status_code, r.text)
+        assert set(r.json()) >= {"error", "message"}
+    target = _with_config(environment={"A": "x\x00y"})
+    r = await api.client.put(path, json=target, headers=owner)
+    assert r.status_code == 422, r.text
+    r = await api.client.post("/api/v1/releases", json={"name": "r", "target": target}, headers=owner)
+    assert r.status_code == 422, r.text
+    r = await api.client.get(path, headers=owner)
+    assert r.status_code == 200 and r.json()["staged"] == {"apps": {}, "config": {}}
+
+
+async def test_nul_characters_anywhere_are_never_a_server_error(api, owner):
+    """PostgreSQL text cannot hold NUL. Whatever the backend, the answer is a success or a clean 4xx."""
+    device_uuid, _ = await _device(api, owner)
+    bad = "a\x00b"
+    calls = [
+        ("PUT", f"/api/v1/devices/{device_uuid}/tags", {"json": {"k": bad}}),
+        ("POST", "/api/v1/provisioning-keys", {"json": {"description": bad}}),
+        ("POST", "/api/v1/fleets", {"json": {"name": "nul", "description": bad}}),
+        ("PATCH", f"/api/v1/devices/{device_uuid}", {"json": {"deviceType": bad}}),
+        ("POST", "/api/v1/releases", {"json": {"name": bad, "target": {}}}),
+        ("GET", "/api/v1/devices", {"params": {"text": bad}}),
+        ("GET", "/api/v1/devices", {"params": {"tag": bad}}),
+        ("GET", "/api/v1/audit", {"params": {"actor": bad}}),
+        ("GET", "/api/v1/devices/a%00bcdefgh", {}),
+        ("GET", "/api/v1/devices/a%00bcdefgh/target-state", {}),
+    ]
+    for method, url, kwargs in calls:
+        r = await api.client.request(method, url, headers=owner, **kwargs)
+        assert r.status_code < 500, (method, url, r.status_code, r.text)
+        if r.status_code >= 400:
+            assert set(r.json()) >= {"error", "message"}, (method, url, r.text)
+    r = await api.client.post("/api/v1/auth/login", json={"email": f"x{bad}@example.com", "password": "p" * 12})
+    assert r.status_code in (401, 422), r.text
+    # The instance still works afterwards.
+    assert (await api.client.get(f"/api/v1/devices/{device_uuid}", headers=owner)).status_code == 200

@@ -6,14 +6,14 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Header, Path, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotistic.cloud.context import CloudContext
 from iotistic.cloud.errors import forbidden, unauthorized
-from iotistic.cloud.models import Device, DeviceStatus, Role, User, UserSession
+from iotistic.cloud.models import MAX_ID, Device, DeviceStatus, Role, User, UserSession
 from iotistic.core.db import utcnow
 from iotistic.core.security import hash_token
 from iotistic.core.tokens import decode_access_token
@@ -36,6 +36,8 @@ async def get_session(ctx: Ctx) -> AsyncIterator[AsyncSession]:
 
 
 Session = Annotated[AsyncSession, Depends(get_session)]
+# A row id in a path: out-of-range values are a 422, not a database driver error.
+RowId = Annotated[int, Path(ge=1, le=MAX_ID)]
 BearerCreds = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
 
 

@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,9 @@ _STATUS_CODES = {
 }
 
 
+_UNSTORABLE_TEXT = {"22021", "22P05"}
+
+
 def _body(error: str, message: str, details: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"error": error, "message": message}
     if details is not None:
@@ -90,6 +94,16 @@ def install_error_handlers(app: FastAPI) -> None:
         error = _STATUS_CODES.get(exc.status_code, "error")
         return JSONResponse(_body(error, str(exc.detail)), status_code=exc.status_code,
                             headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError) -> JSONResponse:
+        # PostgreSQL refuses NUL characters in text (22021) and escapes it cannot translate (22P05). That is
+        # the client's input, not a fault; the request's transaction is rolled back, so nothing is written.
+        if getattr(exc.orig, "sqlstate", None) in _UNSTORABLE_TEXT:
+            return JSONResponse(_body("validation_error", "text contains characters that cannot be stored "
+                                      "(such as NUL)"), status_code=422)
+        log.exception("database error on %s %s", request.method, request.url.path)
+        return JSONResponse(_body("internal_error", "internal server error"), status_code=500)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

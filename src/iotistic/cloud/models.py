@@ -30,6 +30,10 @@ class Base(DeclarativeBase):
     metadata = new_metadata()
 
 
+# The largest id of an INTEGER primary key (32-bit on PostgreSQL): anything larger cannot name a row.
+MAX_ID = 2**31 - 1
+
+
 class Role(StrEnum):
     viewer = "viewer"
     operator = "operator"

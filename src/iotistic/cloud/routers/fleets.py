@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from iotistic.cloud.deps import Admin, Operator, Session, Viewer
+from iotistic.cloud.deps import Admin, Operator, RowId, Session, Viewer
 from iotistic.cloud.models import Fleet
 from iotistic.cloud.routers.devices import parse_tag
 from iotistic.cloud.schemas import (
@@ -41,14 +41,14 @@ async def create_fleet(body: FleetCreate, principal: Admin, session: Session) ->
 
 
 @router.get("/api/v1/fleets/{fleet_id}", response_model=FleetOut)
-async def get_fleet(fleet_id: int, _: Viewer, session: Session) -> FleetOut:
+async def get_fleet(fleet_id: RowId, _: Viewer, session: Session) -> FleetOut:
     fleet = await fleets.get(session, fleet_id)
     counts = dict((f.id, n) for f, n in await fleets.list_with_counts(session))
     return fleet_out(fleet, counts.get(fleet.id, 0))
 
 
 @router.patch("/api/v1/fleets/{fleet_id}", response_model=FleetOut)
-async def update_fleet(fleet_id: int, body: FleetUpdate, principal: Admin, session: Session) -> FleetOut:
+async def update_fleet(fleet_id: RowId, body: FleetUpdate, principal: Admin, session: Session) -> FleetOut:
     fleet = await fleets.get(session, fleet_id)
     if "description" in body.model_fields_set:
         fleet.description = body.description
@@ -58,7 +58,7 @@ async def update_fleet(fleet_id: int, body: FleetUpdate, principal: Admin, sessi
 
 
 @router.delete("/api/v1/fleets/{fleet_id}", status_code=204)
-async def delete_fleet(fleet_id: int, principal: Admin, session: Session) -> None:
+async def delete_fleet(fleet_id: RowId, principal: Admin, session: Session) -> None:
     fleet = await fleets.get(session, fleet_id)
     await fleets.delete(session, fleet)
     audit.record(session, actor=principal.name, action="fleet.deleted", target_type="fleet", target_id=fleet_id,
@@ -87,12 +87,12 @@ async def create_release(body: ReleaseCreate, principal: Operator, session: Sess
 
 
 @router.get("/api/v1/releases/{release_id}", response_model=ReleaseOut)
-async def get_release(release_id: int, _: Viewer, session: Session) -> ReleaseOut:
+async def get_release(release_id: RowId, _: Viewer, session: Session) -> ReleaseOut:
     return ReleaseOut.model_validate(await targets.get_release(session, release_id))
 
 
 @router.post("/api/v1/releases/{release_id}/deploy", response_model=ReleaseDeployed)
-async def deploy_release(release_id: int, body: ReleaseDeploy, principal: Operator,
+async def deploy_release(release_id: RowId, body: ReleaseDeploy, principal: Operator,
                          session: Session) -> ReleaseDeployed:
     """Deploy a release to every device of a fleet, every device with a tag, or a list: one call, one
     transaction."""

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from iotistic.cloud.deps import Admin, Session
+from iotistic.cloud.deps import Admin, RowId, Session
 from iotistic.cloud.models import Role
 from iotistic.cloud.schemas import UserCreate, UserOut, UserUpdate
 from iotistic.cloud.services import audit, users
@@ -26,7 +26,7 @@ async def create_user(body: UserCreate, principal: Admin, session: Session) -> U
 
 
 @router.patch("/{user_id}", response_model=UserOut)
-async def update_user(user_id: int, body: UserUpdate, principal: Admin, session: Session) -> UserOut:
+async def update_user(user_id: RowId, body: UserUpdate, principal: Admin, session: Session) -> UserOut:
     user = await users.update_user(session, principal.user, user_id, role=body.role, password=body.password,
                                    is_active=body.is_active)
     changed = body.model_dump(exclude_none=True, exclude={"password"})
@@ -39,7 +39,7 @@ async def update_user(user_id: int, body: UserUpdate, principal: Admin, session:
 
 
 @router.delete("/{user_id}", status_code=204)
-async def delete_user(user_id: int, principal: Admin, session: Session) -> None:
+async def delete_user(user_id: RowId, principal: Admin, session: Session) -> None:
     user = await users.delete_user(session, principal.user, user_id)
     audit.record(session, actor=principal.name, action="user.deleted", target_type="user", target_id=user_id,
                  details={"email": user.email}, ip=principal.ip)

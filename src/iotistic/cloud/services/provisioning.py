@@ -9,7 +9,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotistic.cloud.errors import ApiError, bad_request, not_found, unauthorized
-from iotistic.cloud.models import Fleet, ProvisioningKey
+from iotistic.cloud.models import MAX_ID, Fleet, ProvisioningKey
 from iotistic.core.db import utcnow
 from iotistic.core.security import hash_token, new_token
 
@@ -18,8 +18,10 @@ async def resolve_fleet(session: AsyncSession, fleet: int | str | None) -> Fleet
     """A fleet by id or by name; None for none."""
     if fleet is None:
         return None
-    if isinstance(fleet, int) or (isinstance(fleet, str) and fleet.isdigit()):
-        found = await session.get(Fleet, int(fleet))
+    if isinstance(fleet, str) and fleet.isascii() and fleet.isdigit() and len(fleet) <= 12:
+        fleet = int(fleet)
+    if isinstance(fleet, int):
+        found = await session.get(Fleet, fleet) if 1 <= fleet <= MAX_ID else None
     else:
         found = await session.scalar(select(Fleet).where(Fleet.name == fleet))
     if found is None:

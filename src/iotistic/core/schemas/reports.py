@@ -5,11 +5,13 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from iotistic.core.schemas.target_state import check_plain_json
 
 
 class _Open(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, allow_inf_nan=False)
 
 
 class ServiceReport(_Open):
@@ -47,6 +49,11 @@ class DeviceReport(_Open):
     os_version: str | None = Field(default=None, alias="osVersion", max_length=128)
     agent_version: str | None = Field(default=None, alias="agentVersion", max_length=64)
     ip_address: str | None = Field(default=None, alias="ipAddress", max_length=64)
+
+    @model_validator(mode="after")
+    def _plain_json(self) -> DeviceReport:
+        check_plain_json(self.model_dump(mode="python", by_alias=True))
+        return self
 
 
 class LogLine(_Open):

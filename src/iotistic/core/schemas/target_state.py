@@ -6,6 +6,7 @@ agent (planned and reconciled). Unknown fields are refused so a typo is an error
 
 from __future__ import annotations
 
+import math
 import re
 from enum import StrEnum
 from typing import Annotated, Any
@@ -17,6 +18,29 @@ _PORT = re.compile(
     r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$"
 )
 _MEMORY = re.compile(r"^\d+(?:[bkmg])?$", re.IGNORECASE)
+
+
+def check_plain_json(value: Any, where: str = "") -> None:
+    """Refuse what JSON or a database cannot carry faithfully: NaN and Infinity, text that is not valid Unicode
+    (lone surrogates) and NUL characters (PostgreSQL text and JSONB cannot hold them). Raises ValueError."""
+    stack: list[tuple[Any, str]] = [(value, where)]
+    while stack:
+        item, at = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ValueError(f"{at or 'text'}: NUL characters are not allowed")
+            try:
+                item.encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"{at or 'text'}: not valid Unicode text") from None
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{at or 'number'}: NaN and Infinity are not JSON numbers")
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                stack.append((key, f"{at}.{key}" if at else "key"))
+                stack.append((child, f"{at}.{key}" if at else str(key)))
+        elif isinstance(item, list | tuple):
+            stack.extend((child, f"{at}[{i}]") for i, child in enumerate(item))
 
 
 class ServiceState(StrEnum):
@@ -152,6 +176,7 @@ class TargetState(_Strict):
         for key, app in self.apps.items():
             if key != str(app.app_id):
                 raise ValueError(f"apps key {key!r} must equal its appId ({app.app_id})")
+        check_plain_json(self.model_dump(mode="python", by_alias=True))
         return self
 
     def document(self) -> dict[str, Any]:
