@@ -100,16 +100,16 @@ class CloudSettings(BaseSettings):
         if self.jwt_secret:
             return self.jwt_secret
         path = self.data_dir / "jwt-secret"
-        if path.exists():
-            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            fd = _create_private_file(path)
+        except FileExistsError:  # made earlier, or by a process starting beside us
+            return _read_secret(path)
         import secrets
 
-        self.data_dir.mkdir(parents=True, exist_ok=True)
-        secret = secrets.token_urlsafe(48)
-        fd = _create_private_file(path)
         with open(fd, "w") as handle:
-            handle.write(secret)
-        return secret
+            handle.write(secrets.token_urlsafe(48))
+        return _read_secret(path)
 
     def license_public_key_pem(self) -> str | None:
         """LICENSE_PUBLIC_KEY may be PEM text or a path to a PEM file."""
@@ -135,6 +135,19 @@ def _checked_public_key(pem: str, source: str) -> str:
         reason = " ".join(str(exc).split())
         raise ConfigError(f"LICENSE_PUBLIC_KEY: {source} is not a PEM public key ({reason})") from None
     return pem
+
+
+def _read_secret(path: Path) -> str:
+    import time
+
+    for _ in range(50):  # another process may have created the file and not yet written it
+        secret = path.read_text().strip()
+        if secret:
+            break
+        time.sleep(0.01)
+    if len(secret) < 32:
+        raise ConfigError(f"{path}: stored JWT secret shorter than 32 characters; delete it or set JWT_SECRET")
+    return secret
 
 
 def _create_private_file(path: Path) -> int:
