@@ -1,0 +1,1 @@
+"""Talking to the cloud: target state polls, state and metrics reports, log batches, the offline outbox."""
