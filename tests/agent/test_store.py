@@ -151,3 +151,15 @@ def test_wipe_forgets_everything(store: AgentStore):
     # Still usable afterwards.
     store.set("k", 1)
     assert store.get("k") == 1
+
+
+def test_store_for_settings_uses_the_configured_folder_and_bounds(tmp_path: Path):
+    from iotistic.agent.settings import load_agent_settings
+
+    settings = load_agent_settings(AGENT_DATA_DIR=str(tmp_path / "agent"), OUTBOX_MAX_ITEMS=10, OUTBOX_MAX_MB=1)
+    s = AgentStore.for_settings(settings)
+    try:
+        assert s.path == tmp_path / "agent" / "agent.db"
+        assert (s.outbox_max_items, s.outbox_max_bytes) == (10, 1024 * 1024)
+    finally:
+        s.close()

@@ -15,7 +15,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from iotistic.agent.settings import AgentSettings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -87,6 +90,12 @@ class AgentStore:
             side = Path(str(path) + suffix)
             if side.exists():
                 os.chmod(side, 0o600)
+
+    @classmethod
+    def for_settings(cls, settings: AgentSettings) -> AgentStore:
+        """The store at `AGENT_DATA_DIR/agent.db` with the configured outbox bounds."""
+        return cls(settings.store_path, outbox_max_items=settings.outbox_max_items,
+                   outbox_max_bytes=settings.outbox_max_bytes)
 
     def close(self) -> None:
         with self._lock:

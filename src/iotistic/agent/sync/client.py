@@ -391,26 +391,29 @@ class CloudSync:
             delivered = 0
             one_at_a_time = False
             while items := self.store.peek(limit=200):
-                group = self._next_group(items, one_at_a_time)
-                try:
-                    await self._deliver(group)
-                except CloudRejected as exc:
-                    if len(group) > 1:
-                        one_at_a_time = True  # find the bad batch; deliver the good ones
+                while items:
+                    group = self._next_group(items, one_at_a_time)
+                    try:
+                        await self._deliver(group)
+                    except CloudRejected as exc:
+                        if len(group) > 1:
+                            one_at_a_time = True  # find the bad batch; deliver the good ones
+                            continue
+                        self.store.ack([group[0][0]])
+                        items = items[1:]
+                        self._status.rejected += 1
+                        log.warning("the cloud refused a queued %s; dropped it: %s", group[0][1], exc)
+                        self._failed(exc)
                         continue
-                    self.store.ack([group[0][0]])
-                    self._status.rejected += 1
-                    log.warning("the cloud refused a queued %s; dropped it: %s", group[0][1], exc)
-                    self._failed(exc)
-                    continue
-                except CloudError as exc:
-                    self._failed(exc)
-                    raise
-                self.store.ack([item_id for item_id, _, _ in group])
-                delivered += len(group)
-                one_at_a_time = False
-                self._status.last_report_at = _now_iso()
-                self._ok()
+                    except CloudError as exc:
+                        self._failed(exc)
+                        raise
+                    self.store.ack([item_id for item_id, _, _ in group])
+                    items = items[len(group):]
+                    delivered += len(group)
+                    one_at_a_time = False
+                    self._status.last_report_at = _now_iso()
+                    self._ok()
             return delivered
 
     @staticmethod
