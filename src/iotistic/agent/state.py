@@ -262,6 +262,12 @@ class ObservedService:
     created_at: datetime | None = None
     exit_code: int | None = None
     restart_count: int = 0
+    #: When the container last started and last exited (None: never). The executor tells a crash from an old
+    #: exit, and a service that stayed up from one that keeps failing, by these.
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    #: The runtime's own error for the container (e.g. "executable file not found"), empty when none.
+    error: str = ""
 
     @property
     def key(self) -> ServiceKey:
