@@ -118,7 +118,12 @@ def settings_env() -> dict[str, Any]:
 async def app(db_url: str, tmp_path: Path, license_keys: LicenseKeys, settings_env: dict[str, Any]
               ) -> AsyncIterator[Any]:
     application = create_app(make_settings(db_url, tmp_path, license_keys, **settings_env))
-    yield application
+    # Run the app's lifespan as a server would: presence flushing and, on PostgreSQL, the change listener.
+    async with application.router.lifespan_context(application):
+        listener = application.state.ctx.device_listener
+        if listener is not None:
+            await asyncio.wait_for(listener.connected.wait(), 10)
+        yield application
     await _empty_tables(application)
 
 

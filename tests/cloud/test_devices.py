@@ -407,6 +407,8 @@ async def test_poll_updates_last_seen_and_online(api, owner, app):
     r = await api.client.get(f"/api/v1/device/{device_uuid}/state", headers=_dev(device["deviceApiKey"]))
     assert r.status_code == 200
     etag = r.headers["etag"]
+    # Contact is noted in memory and written in batches (every 2 s); flush now instead of waiting.
+    assert await app.state.ctx.presence.flush() == 1
     r = await api.client.get(f"/api/v1/devices/{device_uuid}", headers=owner)
     got = r.json()
     assert got["online"] is True
@@ -422,6 +424,7 @@ async def test_poll_updates_last_seen_and_online(api, owner, app):
     r = await api.client.get(f"/api/v1/device/{device_uuid}/state",
                              headers={**_dev(device["deviceApiKey"]), "If-None-Match": etag})
     assert r.status_code == 304
+    assert await app.state.ctx.presence.flush() == 1
     r = await api.client.get(f"/api/v1/devices/{device_uuid}", headers=owner)
     assert r.json()["online"] is True
 

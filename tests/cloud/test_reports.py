@@ -48,7 +48,7 @@ async def _report(api: Any, api_key: str, body: Any) -> Any:
 
 # Current state and metrics ------------------------------------------------------------------------------------
 
-async def test_report_is_stored_and_readable(api, owner):
+async def test_report_is_stored_and_readable(api, owner, app):
     device_uuid, api_key = await _device(api, owner)
     r = await api.client.get(f"/api/v1/devices/{device_uuid}/current-state", headers=owner)
     assert r.status_code == 200 and r.json()["state"] is None and r.json()["reportedAt"] is None
@@ -76,6 +76,7 @@ async def test_report_is_stored_and_readable(api, owner):
     assert m["temperature"] == 48.2 and m["uptime"] == 3600
     assert m["recordedAt"] is not None
 
+    assert await app.state.ctx.presence.flush() == 1  # contact is written in batches; do it now
     r = await api.client.get(f"/api/v1/devices/{device_uuid}", headers=owner)
     assert r.json()["osVersion"] == "Debian 12" and r.json()["agentVersion"] == "0.1.0"
     assert r.json()["online"] is True

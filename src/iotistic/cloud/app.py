@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from prometheus_client import CollectorRegistry
+from sqlalchemy.orm import Session
 
 import iotistic
 from iotistic.cloud.context import CloudContext
@@ -23,7 +24,9 @@ from iotistic.cloud.routers import (
     provisioning_keys,
     users,
 )
+from iotistic.cloud.services.device_cache import DeviceAuthCache, DeviceChangeListener, install_invalidation
 from iotistic.cloud.services.license import LicenseService
+from iotistic.cloud.services.presence import PresenceTracker
 from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.settings import CloudSettings
 
@@ -33,18 +36,39 @@ ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, lic
 def create_app(settings: CloudSettings) -> FastAPI:
     """Build the API. The database must already be migrated (`iotistic db upgrade`, done by `up`)."""
     engine = make_engine(settings.sqlalchemy_url)
+    on_postgres = engine.dialect.name == "postgresql"
+    # A Session class of this app's own, so the cache hooks see only this app's transactions.
+    session_class = type("CloudSession", (Session,), {})
+    # On PostgreSQL other replicas may change devices: the cache waits for the change listener.
+    device_cache = DeviceAuthCache(enabled=not on_postgres)
+    install_invalidation(session_class, device_cache, notify=on_postgres)
+    listener = None
+    if on_postgres:
+        dsn = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        listener = DeviceChangeListener(dsn, device_cache)
     ctx = CloudContext(
         settings=settings,
         engine=engine,
-        sessions=make_sessionmaker(engine),
+        sessions=make_sessionmaker(engine, sync_session_class=session_class),
         jwt_secret=settings.resolved_jwt_secret(),
         licenses=LicenseService(settings.license_public_key_pem(), settings.license_key),
+        device_cache=device_cache,
+        presence=PresenceTracker(engine),
+        device_listener=listener,
     )
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        yield
-        await engine.dispose()
+        ctx.presence.start()
+        if listener is not None:
+            listener.start()
+        try:
+            yield
+        finally:
+            if listener is not None:
+                await listener.stop()
+            await ctx.presence.stop()
+            await engine.dispose()
 
     app = FastAPI(
         title="Iotistic cloud API",

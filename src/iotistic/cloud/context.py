@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from iotistic.cloud.services.device_cache import DeviceAuthCache, DeviceChangeListener
 from iotistic.cloud.services.license import LicenseService
+from iotistic.cloud.services.presence import PresenceTracker
 from iotistic.core.settings import CloudSettings
 
 
@@ -17,3 +19,6 @@ class CloudContext:
     sessions: async_sessionmaker[AsyncSession]
     jwt_secret: str
     licenses: LicenseService
+    device_cache: DeviceAuthCache
+    presence: PresenceTracker
+    device_listener: DeviceChangeListener | None

@@ -6,8 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import JSONResponse
-from sqlalchemy import select, update
+from sqlalchemy import select
 
+from iotistic.cloud.context import CloudContext
 from iotistic.cloud.deps import (
     BearerCreds,
     Ctx,
@@ -30,7 +31,7 @@ from iotistic.cloud.schemas import (
     VpnInfo,
 )
 from iotistic.cloud.services import audit, devices, provisioning, reports
-from iotistic.core.db import utcnow
+from iotistic.cloud.services.device_cache import CachedDevice
 from iotistic.core.schemas.reports import DeviceReport
 from iotistic.core.security import hash_token
 
@@ -67,10 +68,10 @@ async def register(body: DeviceRegister, request: Request, response: Response, c
 
 
 @router.post("/{uuid}/key-exchange")
-async def key_exchange(uuid: str, device: CurrentDevice, session: Session) -> dict[str, object]:
+async def key_exchange(uuid: str, device: CurrentDevice, ctx: Ctx, session: Session) -> dict[str, object]:
     ensure_same_device(device, uuid)
     devices.key_exchange(device)
-    devices.touch(device)
+    ctx.presence.note(device.id)
     audit.record(session, actor=f"device:{uuid}", action="device.key_exchanged", target_type="device",
                  target_id=uuid)
     await session.commit()
@@ -101,39 +102,56 @@ def _etag_matches(header: str | None, etag: str) -> bool:
 
 @router.get("/{uuid}/state", responses={304: {"description": "unchanged since If-None-Match"}})
 async def get_state(
-    uuid: str, creds: BearerCreds, session: Session,
+    uuid: str, request: Request, creds: BearerCreds,
     x_device_api_key: Annotated[str | None, Header(alias="X-Device-API-Key")] = None,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
-    """The deployed target state. Hot path: one indexed query, and 304 when the ETag still matches."""
+    """The deployed target state, with its ETag; `304` when If-None-Match still matches.
+
+    The hot path of the whole API (every device, every poll): an unchanged target is answered from the
+    device cache without touching the database, and contact is noted in memory (see `presence`).
+    """
+    ctx: CloudContext = request.app.state.ctx
     key = device_key_from(creds, x_device_api_key)
     if not key:
         raise unauthorized("device API key required (X-Device-API-Key or Bearer)")
-    row = (await session.execute(
-        select(Device.id, Device.uuid, Device.status, Device.last_seen_at, DeviceTarget.version,
-               DeviceTarget.etag)
-        .join(DeviceTarget, DeviceTarget.device_id == Device.id)
-        .where(Device.api_key_hash == hash_token(key))
-    )).first()
-    if row is None or row.status == DeviceStatus.disabled:
+    key_hash = hash_token(key)
+    entry = ctx.device_cache.get(key_hash)
+    if entry is None:
+        entry = await _load_cached_device(ctx, key_hash)
+    if entry.status == DeviceStatus.disabled:
         raise unauthorized("device API key invalid")
-    if row.uuid != uuid:
+    if entry.uuid != uuid:
         raise forbidden("a device may only access its own resources")
-    now = utcnow()
-    if row.last_seen_at is None or now - row.last_seen_at >= devices.TOUCH_EVERY:
-        await session.execute(update(Device).where(Device.id == row.id).values(last_seen_at=now))
-        await session.commit()
-    headers = {"ETag": f'"{row.etag}"', "Cache-Control": "no-cache"}
-    if _etag_matches(if_none_match, row.etag):
+    ctx.presence.note(entry.device_id)
+    headers = {"ETag": f'"{entry.etag}"', "Cache-Control": "no-cache"}
+    if _etag_matches(if_none_match, entry.etag):
         return Response(status_code=304, headers=headers)
-    target = await session.get(DeviceTarget, row.id)
-    assert target is not None
-    body = {row.uuid: {**target.deployed, "version": target.version}}
-    return JSONResponse(body, headers=headers)
+    async with ctx.sessions() as session:
+        target = await session.get(DeviceTarget, entry.device_id)
+    if target is None:
+        raise unauthorized("device API key invalid")
+    headers["ETag"] = f'"{target.etag}"'
+    return JSONResponse({entry.uuid: {**target.deployed, "version": target.version}}, headers=headers)
+
+
+async def _load_cached_device(ctx: CloudContext, key_hash: str) -> CachedDevice:
+    generation = ctx.device_cache.generation
+    async with ctx.sessions() as session:
+        row = (await session.execute(
+            select(Device.id, Device.uuid, Device.status, DeviceTarget.etag)
+            .join(DeviceTarget, DeviceTarget.device_id == Device.id)
+            .where(Device.api_key_hash == key_hash)
+        )).first()
+    if row is None:
+        raise unauthorized("device API key invalid")
+    entry = CachedDevice(device_id=row.id, uuid=row.uuid, status=row.status, etag=row.etag)
+    ctx.device_cache.put(key_hash, entry, generation)
+    return entry
 
 
 @router.patch("/state", status_code=204)
-async def report_state(body: dict[str, DeviceReport], request: Request, device: CurrentDevice,
+async def report_state(body: dict[str, DeviceReport], request: Request, device: CurrentDevice, ctx: Ctx,
                        session: Session) -> None:
     """Current state, keyed by the reporting device's uuid (a device reports only itself)."""
     if not body:
@@ -141,13 +159,13 @@ async def report_state(body: dict[str, DeviceReport], request: Request, device: 
     for reported_uuid, report in body.items():
         ensure_same_device(device, reported_uuid)
         await reports.save_report(session, device, report)
-    devices.touch(device, client_ip(request))
+    ctx.presence.note(device.id, client_ip(request))
     await session.commit()
 
 
 @router.post("/{uuid}/logs", response_model=LogsAccepted, openapi_extra={
     "requestBody": {"content": {"application/x-ndjson": {"schema": {"type": "string"}}}, "required": True}})
-async def post_logs(uuid: str, request: Request, device: CurrentDevice, session: Session) -> LogsAccepted:
+async def post_logs(uuid: str, request: Request, device: CurrentDevice, ctx: Ctx, session: Session) -> LogsAccepted:
     """NDJSON: one `{timestamp, message, serviceName?, isStderr?}` per line. All lines are stored, or none."""
     ensure_same_device(device, uuid)
     length = request.headers.get("content-length")
@@ -160,6 +178,6 @@ async def post_logs(uuid: str, request: Request, device: CurrentDevice, session:
             raise ApiError(413, "payload_too_large", f"log batches are limited to {MAX_LOG_BODY} bytes")
     lines = reports.parse_ndjson(bytes(body))
     accepted = await reports.save_logs(session, device, lines)
-    devices.touch(device)
+    ctx.presence.note(device.id)
     await session.commit()
     return LogsAccepted(accepted=accepted)

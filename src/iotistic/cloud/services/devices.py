@@ -17,8 +17,6 @@ from iotistic.cloud.services.license import LicenseService
 from iotistic.core.db import utcnow
 from iotistic.core.security import hash_token, new_token
 
-# Writing last_seen_at on every poll would turn reads into writes; this much staleness is harmless.
-TOUCH_EVERY = dt.timedelta(seconds=30)
 # Any fixed number: it names the lock that serialises device creation on PostgreSQL (licence limit).
 _DEVICE_LIMIT_LOCK = 7_240_001
 
@@ -122,19 +120,6 @@ async def rotate_key(session: AsyncSession, device: Device, new_key: str | None)
         raise conflict("that key is already in use; generate a new one")
     device.api_key_hash = hash_token(key)
     return key
-
-
-def touch(device: Device, ip: str | None = None) -> bool:
-    """Note contact from the device; returns whether anything changed (so the caller must commit)."""
-    now = utcnow()
-    changed = False
-    if device.last_seen_at is None or now - device.last_seen_at >= TOUCH_EVERY:
-        device.last_seen_at = now
-        changed = True
-    if ip and device.ip_address != ip:
-        device.ip_address = ip
-        changed = True
-    return changed
 
 
 def is_online(device: Device, offline_after_seconds: int) -> bool:
