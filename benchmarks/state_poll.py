@@ -15,9 +15,10 @@ What it does, in one run:
 4. prints both rates and their ratio (target: the 304 path at >= 50% of the trivial endpoint).
 
 Client and server share the machine's cores, so absolute figures are lower than on a dedicated server; the ratio
-is the meaningful number. Before the state phase every device's last contact is refreshed, so the figure is the
-read path; the API writes last contact at most once per device per 30 s (`TOUCH_EVERY`), which a phase shorter
-than that never triggers.
+is the meaningful number. Before the measured state phase every device polls once: that first poll fills the
+API's device cache from the database (its rate is printed too). In production a device's cache entry lives until
+the device changes, so steady-state polls are the cached ones measured here. Contact times are written by the
+API in batches every 2 s during the phase, as in production.
 """
 
 from __future__ import annotations
@@ -43,12 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.engine import make_url
 
 from iotistic.cloud.migrate import upgrade
 from iotistic.cloud.models import Device, DeviceStatus, DeviceTarget
-from iotistic.cloud.services.devices import TOUCH_EVERY
 from iotistic.cloud.services.targets import EMPTY_TARGET, compute_etag
 from iotistic.core.db import make_engine, utcnow
 from iotistic.core.security import hash_token
@@ -122,13 +122,26 @@ async def provision(url: str, count: int) -> tuple[list[Provisioned], str]:
     return devices, etag
 
 
-async def refresh_last_contact(url: str) -> None:
-    engine = make_engine(url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(update(Device).values(last_seen_at=utcnow()))
-    finally:
-        await engine.dispose()
+async def first_polls(base: str, devices: list[Any], etag: str, concurrency: int = 4) -> tuple[int, float]:
+    """Every device polls once (cache misses, so the database answers); returns (304 count, requests/s).
+
+    httpx is the bottleneck here (it slows down with many queued requests), so the rate is a lower bound.
+    """
+    limit = asyncio.Semaphore(concurrency)
+    ok = 0
+    async with httpx.AsyncClient(base_url=base, limits=httpx.Limits(max_connections=concurrency)) as client:
+
+        async def poll(device: Any) -> None:
+            nonlocal ok
+            async with limit:
+                r = await client.get(f"/api/v1/device/{device.uuid}/state",
+                                     headers={"X-Device-API-Key": device.api_key, "If-None-Match": f'"{etag}"'})
+                ok += r.status_code == 304
+
+        started = time.perf_counter()
+        await asyncio.gather(*(poll(d) for d in devices))
+        elapsed = time.perf_counter() - started
+    return ok, len(devices) / elapsed
 
 
 # Server ----------------------------------------------------------------------------------------------------------
@@ -322,9 +335,6 @@ def main() -> int:
     parser.add_argument("--processes", type=int, default=1, help="client processes")
     parser.add_argument("--connections", type=int, default=32, help="keep-alive connections per client process")
     args = parser.parse_args()
-    if args.warmup + args.duration >= TOUCH_EVERY.total_seconds() - 2:
-        parser.error(f"--warmup + --duration must stay below {TOUCH_EVERY.total_seconds():.0f} s (see docstring)")
-
     workdir = Path(tempfile.mkdtemp(prefix="iotistic-bench-"))
     try:
         with fresh_database(args.database_url, workdir) as url:
@@ -349,17 +359,19 @@ def main() -> int:
                       f"{args.warmup:g} s warm-up + {args.duration:g} s per endpoint; server: 1 uvicorn worker; "
                       f"{os.cpu_count()} CPU cores shared by client and server")
                 trivial = run_phase(server, health_requests, **load)
-                asyncio.run(refresh_last_contact(url))
+                cold_ok, cold_rate = asyncio.run(first_polls(server.base, devices, etag))
                 state = run_phase(server, state_requests, **load)
                 started_at = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         print()
         print(f"results ({backend}, {len(devices):,} devices, {started_at})")
         print(describe("GET /health (trivial)", trivial))
+        print(f"first poll of each device (cache fill from the database; httpx client, a lower bound): {cold_rate:,.0f} req/s, "
+              f"{cold_ok:,}/{len(devices):,} answered 304")
         print(describe("GET /api/v1/device/{uuid}/state -> 304", state))
         ratio = state.rate / trivial.rate if trivial.rate else 0.0
         print(f"304 path / trivial endpoint: {ratio:.1%} (target >= 50%)")
-        ok = (set(state.statuses) == {304} and set(trivial.statuses) == {200} and not state.errors
-              and not trivial.errors and state.requests > 0)
+        ok = (cold_ok == len(devices) and set(state.statuses) == {304} and set(trivial.statuses) == {200}
+              and not state.errors and not trivial.errors and state.requests > 0)
         if not ok:
             print("FAILED: not every response had the expected status (state 304, health 200)", file=sys.stderr)
             return 1

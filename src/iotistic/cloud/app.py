@@ -50,6 +50,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         settings=settings,
         engine=engine,
         sessions=make_sessionmaker(engine, sync_session_class=session_class),
+        read_sessions=make_sessionmaker(engine.execution_options(read_only=True), sync_session_class=session_class),
         jwt_secret=settings.resolved_jwt_secret(),
         licenses=LicenseService(settings.license_public_key_pem(), settings.license_key),
         device_cache=device_cache,

@@ -17,6 +17,7 @@ class CloudContext:
     settings: CloudSettings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
+    read_sessions: async_sessionmaker[AsyncSession]  # for work that never writes
     jwt_secret: str
     licenses: LicenseService
     device_cache: DeviceAuthCache

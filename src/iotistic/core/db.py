@@ -2,7 +2,8 @@
 
 One code path for SQLite (embedded default) and PostgreSQL (production). SQLite gets WAL, foreign keys and
 `BEGIN IMMEDIATE`: without the latter, two concurrent transactions that both read then write can deadlock
-on the lock upgrade and fail at once with "database is locked" instead of waiting their turn.
+on the lock upgrade and fail at once with "database is locked" instead of waiting their turn. Work that only
+reads asks for a plain `BEGIN` with the `read_only` execution option, so readers do not queue behind writers.
 """
 
 from __future__ import annotations
@@ -88,7 +89,9 @@ def _configure_sqlite(engine: AsyncEngine) -> None:
 
     @event.listens_for(sync_engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        # Read-only work (engine.execution_options(read_only=True)) may share the database with other readers.
+        read_only = connection.get_execution_options().get("read_only", False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_sessionmaker(engine: AsyncEngine, **kwargs: Any) -> async_sessionmaker[AsyncSession]:

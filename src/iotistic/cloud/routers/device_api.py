@@ -127,7 +127,7 @@ async def get_state(
     headers = {"ETag": f'"{entry.etag}"', "Cache-Control": "no-cache"}
     if _etag_matches(if_none_match, entry.etag):
         return Response(status_code=304, headers=headers)
-    async with ctx.sessions() as session:
+    async with ctx.read_sessions() as session:
         target = await session.get(DeviceTarget, entry.device_id)
     if target is None:
         raise unauthorized("device API key invalid")
@@ -137,7 +137,7 @@ async def get_state(
 
 async def _load_cached_device(ctx: CloudContext, key_hash: str) -> CachedDevice:
     generation = ctx.device_cache.generation
-    async with ctx.sessions() as session:
+    async with ctx.read_sessions() as session:
         row = (await session.execute(
             select(Device.id, Device.uuid, Device.status, DeviceTarget.etag)
             .join(DeviceTarget, DeviceTarget.device_id == Device.id)
