@@ -365,7 +365,8 @@ def main() -> int:
         print()
         print(f"results ({backend}, {len(devices):,} devices, {started_at})")
         print(describe("GET /health (trivial)", trivial))
-        print(f"first poll of each device (cache fill from the database; httpx client, a lower bound): {cold_rate:,.0f} req/s, "
+        print(f"first poll of each device (cache fill from the database; httpx client, a lower bound): "
+              f"{cold_rate:,.0f} req/s, "
               f"{cold_ok:,}/{len(devices):,} answered 304")
         print(describe("GET /api/v1/device/{uuid}/state -> 304", state))
         ratio = state.rate / trivial.rate if trivial.rate else 0.0
