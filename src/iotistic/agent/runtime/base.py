@@ -127,8 +127,10 @@ class Runtime(Protocol):
         follow: bool = False,
         tail: int | None = None,
     ) -> AsyncIterator[LogLine]:
-        """The container's output from `since` (or the last `tail` lines), in order; with `follow`, keeps
-        yielding live lines until the container stops or the iterator is closed (closing frees the stream)."""
+        """The container's output from `since` (or the last `tail` lines), each stream in order (stdout and
+        stderr interleave as the engine delivers them, not strictly by timestamp); with `follow`, keeps
+        yielding live lines until the container stops or the iterator is closed (closing frees the stream: use
+        `contextlib.aclosing` when leaving the loop early)."""
         ...
 
     async def close(self) -> None:
