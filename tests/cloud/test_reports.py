@@ -340,3 +340,21 @@ async def test_text_the_database_cannot_hold_is_a_client_error(api, owner, app):
     assert await _count(app, DeviceCurrentState) == 0
     r = await api.client.get(f"/api/v1/devices/{device_uuid}/current-state", headers=owner)
     assert r.status_code == 200 and r.json()["state"] is None
+
+
+async def test_metrics_keep_the_time_the_device_measured_them(api, owner):
+    device_uuid, api_key = await _device(api, owner)
+    measured = dt.datetime.now(dt.UTC) - dt.timedelta(hours=3)  # queued on the device during an outage
+    r = await api.client.patch("/api/v1/device/state", headers={"X-Device-API-Key": api_key},
+                               json={device_uuid: {"metrics": {"cpu": 5, "recordedAt": measured.isoformat()}}})
+    assert r.status_code == 204, r.text
+    r = await api.client.get(f"/api/v1/devices/{device_uuid}/metrics", headers=owner)
+    (m,) = r.json()
+    assert abs(dt.datetime.fromisoformat(m["recordedAt"]) - measured) < dt.timedelta(seconds=1)
+
+    future = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+    r = await api.client.patch("/api/v1/device/state", headers={"X-Device-API-Key": api_key},
+                               json={device_uuid: {"metrics": {"cpu": 5, "recordedAt": future.isoformat()}}})
+    assert r.status_code == 422 and "future" in r.json()["message"]
+    r = await api.client.get(f"/api/v1/devices/{device_uuid}/metrics", headers=owner)
+    assert len(r.json()) == 1  # nothing half-written

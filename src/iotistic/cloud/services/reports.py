@@ -15,6 +15,8 @@ from iotistic.core.db import utcnow
 from iotistic.core.schemas.reports import DeviceReport, LogLine
 
 MAX_LOG_LINES = 5_000
+# Device clocks drift; a sample this far ahead of ours is still believed.
+CLOCK_SKEW = dt.timedelta(minutes=5)
 
 
 async def save_report(session: AsyncSession, device: Device, report: DeviceReport) -> None:
@@ -31,7 +33,12 @@ async def save_report(session: AsyncSession, device: Device, report: DeviceRepor
             current.reported_at = now
     if report.metrics is not None:
         m = report.metrics
-        session.add(DeviceMetric(device_id=device.id, recorded_at=now, cpu=m.cpu, memory=m.memory,
+        recorded_at = now
+        if m.recorded_at is not None:
+            if m.recorded_at > now + CLOCK_SKEW:
+                raise ApiError(422, "validation_error", "metrics.recordedAt lies in the future; check the device clock")
+            recorded_at = m.recorded_at
+        session.add(DeviceMetric(device_id=device.id, recorded_at=recorded_at, cpu=m.cpu, memory=m.memory,
                                  memory_total=m.memory_total, storage=m.storage, storage_total=m.storage_total,
                                  temperature=m.temperature, uptime=m.uptime))
     for field in ("os_version", "agent_version", "ip_address"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from iotistic.core.schemas.target_state import check_plain_json
 
@@ -38,6 +38,10 @@ class Metrics(_Open):
     storage_total: float | None = Field(default=None, alias="storageTotal", ge=0)
     temperature: float | None = Field(default=None, ge=-100, le=200, description="degrees Celsius")
     uptime: float | None = Field(default=None, ge=0, description="seconds")
+    recorded_at: AwareDatetime | None = Field(
+        default=None, alias="recordedAt",
+        description="when the device measured it (samples queued during an outage keep their time); default: now",
+    )
 
 
 class DeviceReport(_Open):
