@@ -3,7 +3,8 @@
 #
 #   bash scripts/test.sh [pytest arguments...]
 #
-# 1. installs the Debian packages that are missing (python3, venv, headers, gcc, PostgreSQL, Redis, Mosquitto);
+# 1. installs the Debian packages that are missing (python3, venv, headers, gcc, PostgreSQL, Redis, Mosquitto,
+#    Docker engine, busybox-static and a local registry for the agent's runtime tests);
 # 2. starts PostgreSQL, Redis and Mosquitto on loopback when they are not answering (no systemd needed);
 # 3. creates or updates .venv with `pip install -e '.[dev]'`;
 # 4. runs ruff, import-linter, mypy and pytest; exits non-zero if any of them fails.
@@ -65,7 +66,8 @@ find_python() {
 
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
-  for pkg in python3 python3-venv python3-dev gcc postgresql redis-server mosquitto; do
+  for pkg in python3 python3-venv python3-dev gcc postgresql redis-server mosquitto docker.io busybox-static \
+    docker-registry iproute2; do
     installed "$pkg" || missing+=("$pkg")
   done
   apt_install "${missing[@]}"
@@ -179,6 +181,8 @@ run() {  # run <name> <command...>
 run "ruff" "$VENV/bin/ruff" check src tests benchmarks
 run "import-linter" "$VENV/bin/lint-imports"
 run "mypy" "$VENV/bin/mypy"
+# Every prerequisite is installed above: a test that finds one missing fails instead of skipping.
+export IOTISTIC_REQUIRE_ALL=1
 run "pytest" "$VENV/bin/python" -m pytest "$@"
 
 if [ "${#failed[@]}" -gt 0 ]; then
