@@ -91,6 +91,10 @@ def make_settings(db_url: str, data_dir: Path, license_keys: LicenseKeys, **env:
         "LICENSE_PUBLIC_KEY": license_keys.public_pem,
         "IOTISTIC_LICENSE_KEY": license_keys.token("enterprise"),
         "METRICS_TOKEN": "metrics-token-0123456789",
+        # The API tests log in a lot: real Argon2id at its smallest cost (production cost: tests/core).
+        "ARGON2_TIME_COST": 1,
+        "ARGON2_MEMORY_KIB": 64,
+        "ARGON2_PARALLELISM": 1,
     }
     values.update(env)
     return load_cloud_settings(**values)

@@ -24,7 +24,6 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
-from argon2 import PasswordHasher
 
 from iotistic.agent.identity import provision
 from iotistic.agent.settings import AgentSettings, load_agent_settings
@@ -240,13 +239,9 @@ def cloud_template_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
         finally:
             await engine.dispose()
 
-    # The cheapest Argon2id parameters for this one hash: logins verify with the parameters in the hash.
-    saved = security._password_hasher
-    security._password_hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    try:
-        _run_in_thread(create_owner())
-    finally:
-        security._password_hasher = saved
+    # The same cheapest Argon2id cost the test cloud servers use (make_settings sets it for them).
+    security.configure_password_hashing(time_cost=1, memory_kib=64, parallelism=1)
+    _run_in_thread(create_owner())
     return path
 
 

@@ -12,22 +12,11 @@ from typing import Any
 import fastapi.routing
 import jwt
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select, update
 
 from iotistic.cloud.models import LoginFailure, Role, User, UserSession
-from iotistic.core import security
 from iotistic.core.tokens import AUDIENCE, create_access_token
 from tests.conftest import PASSWORD
-
-
-@pytest.fixture(autouse=True)
-def quick_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real Argon2id, same code path and format, with the smallest cost parameters: these tests log in a lot,
-    and the production cost (checked in tests/core/test_security.py) would make them slow."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    monkeypatch.setattr(security, "_password_hasher", hasher)
-    monkeypatch.setattr(security, "_DUMMY_PASSWORD_HASH", hasher.hash("not-a-real-password"))
 
 PUBLIC_ROUTES = {
     "/health", "/ready", "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/device/register", "/docs",

@@ -11,24 +11,13 @@ from typing import Any
 
 import httpx
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select
 
 from iotistic.cloud.app import create_app
 from iotistic.cloud.models import Device, InstalledLicense, Role
-from iotistic.core import security
 from iotistic.core.licensing import build_claims, generate_keypair, issue_license, sign_license
 from iotistic.core.plans import FREE, STARTER
 from tests.conftest import make_settings
-
-
-@pytest.fixture(autouse=True)
-def quick_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real Argon2id, same code path and format, with the smallest cost parameters: these tests log in a lot,
-    and the production cost (checked in tests/core/test_security.py) would make them slow."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    monkeypatch.setattr(security, "_password_hasher", hasher)
-    monkeypatch.setattr(security, "_DUMMY_PASSWORD_HASH", hasher.hash("not-a-real-password"))
 
 
 @pytest.fixture(scope="module")

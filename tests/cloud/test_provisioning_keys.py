@@ -9,21 +9,9 @@ import secrets
 import uuid as uuidlib
 from typing import Any
 
-import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import func, select, update
 
 from iotistic.cloud.models import Device, MqttAccount, ProvisioningKey
-from iotistic.core import security
-
-
-@pytest.fixture(autouse=True)
-def quick_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real Argon2id, same code path and format, with the smallest cost parameters: these tests log in a lot,
-    and the production cost (checked in tests/core/test_security.py) would make them slow."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    monkeypatch.setattr(security, "_password_hasher", hasher)
-    monkeypatch.setattr(security, "_DUMMY_PASSWORD_HASH", hasher.hash("not-a-real-password"))
 
 
 def registration(device_uuid: str | None = None) -> dict[str, Any]:

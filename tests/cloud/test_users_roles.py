@@ -6,22 +6,11 @@ import asyncio
 from typing import Any
 
 import pytest
-from argon2 import PasswordHasher
 from sqlalchemy import select
 
 from iotistic.cloud.models import Role, User
-from iotistic.core import security
 from iotistic.core.security import verify_password
 from tests.conftest import PASSWORD
-
-
-@pytest.fixture(autouse=True)
-def quick_argon2(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Real Argon2id, same code path and format, with the smallest cost parameters: these tests log in a lot,
-    and the production cost (checked in tests/core/test_security.py) would make them slow."""
-    hasher = PasswordHasher(time_cost=1, memory_cost=64, parallelism=1)
-    monkeypatch.setattr(security, "_password_hasher", hasher)
-    monkeypatch.setattr(security, "_DUMMY_PASSWORD_HASH", hasher.hash("not-a-real-password"))
 
 TARGET = {
     "apps": {

@@ -28,6 +28,7 @@ from iotistic.cloud.services.device_cache import DeviceAuthCache, DeviceChangeLi
 from iotistic.cloud.services.license import LicenseService
 from iotistic.cloud.services.presence import PresenceTracker
 from iotistic.core.db import make_engine, make_sessionmaker
+from iotistic.core.security import configure_password_hashing
 from iotistic.core.settings import CloudSettings
 
 ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit)
@@ -35,6 +36,8 @@ ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, lic
 
 def create_app(settings: CloudSettings) -> FastAPI:
     """Build the API. The database must already be migrated (`iotistic db upgrade`, done by `up`)."""
+    configure_password_hashing(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                               parallelism=settings.argon2_parallelism)
     engine = make_engine(settings.sqlalchemy_url)
     on_postgres = engine.dialect.name == "postgresql"
     # A Session class of this app's own, so the cache hooks see only this app's transactions.

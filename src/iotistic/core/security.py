@@ -20,6 +20,13 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 
 _password_hasher = PasswordHasher()
 
+
+def configure_password_hashing(*, time_cost: int, memory_kib: int, parallelism: int) -> None:
+    """Set the Argon2id cost for new hashes (existing hashes keep verifying: the cost is stored in each hash)."""
+    global _password_hasher, _DUMMY_PASSWORD_HASH
+    _password_hasher = PasswordHasher(time_cost=time_cost, memory_cost=memory_kib, parallelism=parallelism)
+    _DUMMY_PASSWORD_HASH = _password_hasher.hash("not-a-real-password")
+
 # Mosquitto 2.0 password_file: `$7$<iterations>$<b64 salt>$<b64 hash>` (PBKDF2-HMAC-SHA512, 64-byte hash).
 MOSQUITTO_PBKDF2_ITERATIONS = 101
 

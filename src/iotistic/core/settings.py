@@ -34,6 +34,10 @@ class CloudSettings(BaseSettings):
     jwt_secret: str | None = Field(default=None, alias="JWT_SECRET", min_length=32)
     access_token_minutes: int = Field(default=15, alias="ACCESS_TOKEN_MINUTES", ge=1, le=24 * 60)
     refresh_token_days: int = Field(default=14, alias="REFRESH_TOKEN_DAYS", ge=1, le=365)
+    # Argon2id cost for user passwords (argon2-cffi's defaults: RFC 9106's low-memory profile).
+    argon2_time_cost: int = Field(default=3, alias="ARGON2_TIME_COST", ge=1, le=20)
+    argon2_memory_kib: int = Field(default=65536, alias="ARGON2_MEMORY_KIB", ge=64, le=4 * 1024 * 1024)
+    argon2_parallelism: int = Field(default=4, alias="ARGON2_PARALLELISM", ge=1, le=16)
     login_max_failures: int = Field(default=5, alias="LOGIN_MAX_FAILURES", ge=1)
     login_lockout_seconds: int = Field(default=900, alias="LOGIN_LOCKOUT_SECONDS", ge=1)
 
