@@ -39,6 +39,11 @@ class AgentCore(Protocol):
     @property
     def local_mode(self) -> bool: ...
 
+    @property
+    def applied_version(self) -> int | None:
+        """Version of the target the device runs (the cloud's deploy counter, or the local one); None before
+        the first target converged. The Device API shows it as balena's `commit` / `release`."""
+
     async def set_local_target(self, target: TargetState) -> None:
         """Local mode: persist the target and apply it (what `/v2/local/target-state` POST and `agent apply` do)."""
 
