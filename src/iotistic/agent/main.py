@@ -54,6 +54,7 @@ from iotistic.agent.identity import (
     provision_status,
     provision_until_done,
 )
+from iotistic.agent.instance import InstanceLock
 from iotistic.agent.logs import LogBuffer, LogEntry
 from iotistic.agent.reconcile.executor import ApplyStatus, Executor, ExecutorStatus
 from iotistic.agent.runtime.base import ContainerNotFound, LogStream, Runtime
@@ -89,12 +90,18 @@ API_RETRY_SECONDS = 10.0
 #: How long a stop waits for a cloud request in flight before cancelling it (the outbox keeps what was unsent).
 CLOUD_STOP_SECONDS = 5.0
 HOST_ACTION_TIMEOUT = 60.0
+#: How long a starting agent waits for the data folder's instance lock (an `iotistic agent apply` may hold it).
+INSTANCE_WAIT_SECONDS = 30.0
 #: Worker threads for blocking calls (Docker SDK, SQLite, psutil); log streams have threads of their own.
 MAX_WORKER_THREADS = 6
 
 
 class NotInLocalMode(Exception):
     """A local target was given to an agent whose target comes from the cloud."""
+
+
+class AgentAlreadyRunning(Exception):
+    """Another process holds this data folder's instance lock (see `iotistic.agent.instance`)."""
 
 
 def _iso(value: dt.datetime | None) -> str | None:
@@ -195,6 +202,7 @@ class Agent:
         self._started_at: float | None = None
         self._wiped = False
         self._resetting = False
+        self._instance = InstanceLock(self.settings.data_dir)
 
     # --- construction helpers ------------------------------------------------------------------------------
     def _with_stored_endpoint(self, settings: AgentSettings) -> AgentSettings:
@@ -258,6 +266,7 @@ class Agent:
     async def run(self) -> None:
         """Start everything and run until `stop()` (or SIGTERM/SIGINT); then stop cleanly and persist."""
         loop = asyncio.get_running_loop()
+        await self._lock_instance()
         self._loop = loop
         self._started_at = time.time()
         signals = self._install_signals(loop)
@@ -282,7 +291,23 @@ class Agent:
                 with contextlib.suppress(Exception):
                     loop.remove_signal_handler(sig)
             self._loop = None
+            self._instance.release()
             log.info("agent stopped")
+
+    async def _lock_instance(self) -> None:
+        """One agent per data folder. An `iotistic agent` command working on the store is waited for."""
+        deadline = time.monotonic() + INSTANCE_WAIT_SECONDS
+        waited = False
+        while not self._instance.acquire(uuid=self._identity.uuid, api=None):
+            holder = self._instance.holder() or {}
+            if not holder.get("command") or time.monotonic() > deadline:
+                self.store.close()
+                raise AgentAlreadyRunning(f"another agent (pid {holder.get('pid')}) uses {self.settings.data_dir}")
+            if not waited:
+                log.warning("waiting for `iotistic agent` (pid %s) to finish with %s", holder.get("pid"),
+                            self.settings.data_dir)
+                waited = True
+            await asyncio.sleep(0.5)
 
     def _install_signals(self, loop: asyncio.AbstractEventLoop) -> list[int]:
         if threading.current_thread() is not threading.main_thread():
@@ -762,7 +787,8 @@ class Agent:
             server = _embedded_server(config)
             self._api_server = server
             bound = sock.getsockname()
-            self._api_bound = f"{bound[0]}:{bound[1]}"
+            self._api_bound = f"[{bound[0]}]:{bound[1]}" if ":" in bound[0] else f"{bound[0]}:{bound[1]}"
+            self._instance.update(uuid=self._identity.uuid, api=self._api_bound)
             log.info("Device API on http://%s", self._api_bound)
             try:
                 await server.serve(sockets=[sock])
@@ -771,6 +797,8 @@ class Agent:
             finally:
                 sock.close()
                 self._api_bound = None
+                if not self._wiped:
+                    self._instance.update(uuid=self._identity.uuid, api=None)
             if not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), API_RETRY_SECONDS)
@@ -812,4 +840,11 @@ def run_agent(settings: AgentSettings) -> None:
     asyncio.run(main())
 
 
-__all__ = ["Agent", "NotInLocalMode", "configure_agent_logging", "limit_malloc_arenas", "run_agent"]
+__all__ = [
+    "Agent",
+    "AgentAlreadyRunning",
+    "NotInLocalMode",
+    "configure_agent_logging",
+    "limit_malloc_arenas",
+    "run_agent",
+]
