@@ -13,7 +13,7 @@ import asyncio
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,11 +22,15 @@ from rich.text import Text
 import iotistic
 
 if TYPE_CHECKING:
+    from collections.abc import Coroutine
+
+    from iotistic.agent.control import Control
+    from iotistic.agent.settings import AgentSettings
     from iotistic.core.settings import CloudSettings
 
 app = typer.Typer(
     name="iotistic",
-    help="Iotistic IoT platform: cloud API, database, users and licences.",
+    help="Iotistic IoT platform: cloud API, database, users, licences and the edge agent.",
     no_args_is_help=True,
     add_completion=False,
 )
@@ -36,7 +40,12 @@ license_app = typer.Typer(help="Licence keys and licences (RS256 JWTs) for opera
                           no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(admin_app, name="admin")
+agent_app = typer.Typer(
+    help="The edge agent: `iotistic agent` runs it; the subcommands inspect and operate it.",
+    invoke_without_command=True,
+)
 app.add_typer(license_app, name="license")
+app.add_typer(agent_app, name="agent")
 
 # soft_wrap: never break a line (commands shown to the user must stay copy-pastable when piped).
 out = Console(soft_wrap=True, highlight=False)
@@ -73,7 +82,7 @@ def main(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
 ) -> None:
-    """Iotistic IoT platform: cloud API, database, users and licences."""
+    """Iotistic IoT platform: cloud API, database, users, licences and the edge agent."""
 
 
 # Shared helpers ------------------------------------------------------------------------------------------------
@@ -447,6 +456,292 @@ def license_sign(
     except Exception as exc:  # an unusable key surfaces as ValueError, TypeError or jwt's own errors
         fail(f"{private_key} is not a usable RSA private key: {type(exc).__name__}", EXIT_USAGE)
     typer.echo(token)
+
+
+# The edge agent ---------------------------------------------------------------------------------------------------
+# Only the agent's own modules are imported here (never the cloud's): a device has only `iotistic[agent]`.
+
+T = TypeVar("T")
+
+
+def _agent_settings() -> AgentSettings:
+    """The agent's settings from the environment; invalid configuration is one line and exit code 2."""
+    try:
+        import docker  # noqa: F401
+        import httpx  # noqa: F401
+
+        from iotistic.agent.settings import load_agent_settings
+    except ImportError as exc:  # pragma: no cover - only without the agent extra
+        fail(f"the agent is not installed ({exc.name} missing): pip install 'iotistic[agent]'", EXIT_USAGE)
+    from iotistic.core.settings import ConfigError
+
+    try:
+        return load_agent_settings()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _control() -> Control:
+    from iotistic.agent.control import Control
+
+    return Control(_agent_settings())
+
+
+def _run_control(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one operation; its ControlError is one line and exit code 1."""
+    from iotistic.agent.control import ControlError
+
+    try:
+        return asyncio.run(coro)
+    except ControlError as exc:
+        fail(str(exc))
+
+
+def _print_json(data: Any) -> None:
+    import json
+
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+_STATE_STYLE = {"running": "green", "applied": "green", "paused": "yellow", "applying": "yellow",
+                "downloading": "yellow", "created": "yellow", "restarting": "red", "exited": "red", "dead": "red",
+                "error": "red", "missing": "red"}
+
+
+def _styled(value: Any) -> Text:
+    text = "-" if value is None else str(value)
+    return Text(text, style=_STATE_STYLE.get(text, ""))
+
+
+def _line(label: str, *parts: Any) -> None:
+    out.print(Text.assemble((f"{label:<12}", "bold"), *parts))
+
+
+def _print_agent_status(summary: dict[str, Any]) -> None:
+    """`iotistic agent status` for people: the device, the agent, the services, what is pending, the cloud."""
+    name = ", ".join(str(v) for v in (summary.get("deviceName"), summary.get("deviceType")) if v)
+    _line("Device", summary.get("uuid") or "(no identity yet)", f" ({name})" if name else "")
+    if summary.get("running"):
+        api = summary.get("deviceApi")
+        _line("Agent", ("running", "green"), f" (pid {summary.get('pid')}",
+              f", Device API http://{api})" if api else ")")
+    else:
+        _line("Agent", ("not running", "yellow"), f" (data in {summary.get('dataDir')})")
+    if summary.get("apiError"):
+        _line("", (str(summary["apiError"]), "red"))
+    provisioning = summary.get("provisioning") or {}
+    mode = summary.get("mode") or "local"
+    endpoint = provisioning.get("cloudEndpoint")
+    _line("Mode", mode, f" ({endpoint})" if mode == "cloud" and endpoint else "")
+    runtime = summary.get("runtime") or {}
+    if runtime.get("error"):
+        _line("Runtime", str(runtime.get("runtime", "")), " ", (f"not reachable: {runtime['error']}", "red"))
+    elif runtime:
+        _line("Runtime", " ".join(str(runtime[k]) for k in ("runtime", "version") if runtime.get(k)))
+    versions = f"target v{summary['targetVersion']}" if summary.get("targetVersion") is not None else "no target"
+    if summary.get("appliedVersion") is not None:
+        versions += f", applied v{summary['appliedVersion']}"
+    _line("State", _styled(summary.get("status")), f"  {versions}")
+    _print_services(summary.get("apply") or {})
+    if summary.get("locks"):
+        _line("Locks", ", ".join(summary["locks"]))
+    if mode == "cloud" or provisioning.get("registered"):
+        _print_cloud(provisioning, summary.get("sync") or {})
+
+
+def _print_services(apply: dict[str, Any]) -> None:
+    """The services table and what is pending, from an executor status (`ExecutorStatus.to_json()` shape)."""
+    from rich.table import Table
+
+    services = apply.get("services") or []
+    if services:
+        table = Table(box=None, pad_edge=False, header_style="bold")
+        for column in ("App", "Service", "State", "Target", "Container", "Restarts", "Note"):
+            table.add_column(column)
+        for s in services:
+            note = s.get("error") or ("update lock held" if s.get("locked") else "")
+            table.add_row(str(s.get("appId")), str(s.get("serviceName")), _styled(s.get("status")),
+                          str(s.get("targetState") or "(removing)"), (s.get("containerId") or "-")[:12],
+                          str(s.get("restartCount") or 0), Text(str(note), style="red" if s.get("error") else ""))
+        out.print(table)
+    else:
+        out.print("No services.")
+    pending, deferred = apply.get("pending") or [], apply.get("deferred") or []
+    if pending or deferred:
+        out.print(Text("Pending:", style="bold"))
+        for step in pending:
+            out.print(f"  {step}")
+        for d in deferred:
+            out.print(f"  deferred ({d.get('reason')}): {d.get('detail') or d.get('subject')}")
+    else:
+        out.print(Text("Nothing pending.", style="green" if services else ""))
+
+
+def _print_cloud(provisioning: dict[str, Any], sync: dict[str, Any]) -> None:
+    """Provisioning and the cloud link: last sync, last report, the outbox."""
+    if provisioning.get("provisioned"):
+        _line("Cloud", ("provisioned", "green"))
+    else:
+        state = "registered, key exchange pending" if provisioning.get("registered") else "not provisioned yet"
+        error = provisioning.get("lastError")
+        _line("Cloud", (state, "yellow"), *((" ", (f"last error: {error}", "red")) if error else ()))
+    if not sync:
+        return
+    link = ("online", "green") if sync.get("online") else ("offline", "yellow")
+    _line("Last sync", sync.get("lastSyncAt") or "never", "  ", link,
+          f"  last report delivered {sync.get('lastReportAt') or 'never'}")
+    queued = f"{sync.get('outboxSize', 0)} item(s) queued"
+    if sync.get("outboxDropped"):
+        queued += f", {sync['outboxDropped']} dropped (queue full)"
+    _line("Outbox", queued)
+    if sync.get("lastError") and not sync.get("online"):
+        _line("", (f"last error: {sync['lastError']} ({sync.get('lastErrorAt')})", "red"))
+
+
+@agent_app.callback(invoke_without_command=True)
+def agent(ctx: typer.Context) -> None:
+    """Run the edge agent (with no subcommand) until SIGTERM or Ctrl+C.
+
+    Configured from the environment: CLOUD_API_ENDPOINT, PROVISIONING_KEY, DEVICE_NAME, DEVICE_TYPE,
+    APPLICATION_ID, DEVICE_API_PORT (48484), AGENT_DATA_DIR, DOCKER_HOST. Without CLOUD_API_ENDPOINT it runs in
+    local mode: the target state comes from the Device API or `iotistic agent apply`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    settings = _agent_settings()
+    from iotistic.agent.main import AgentAlreadyRunning, run_agent
+
+    try:
+        run_agent(settings)
+    except AgentAlreadyRunning as exc:
+        fail(str(exc))
+    except PermissionError as exc:
+        fail(f"cannot use {settings.data_dir}: {exc.strerror or exc} (set AGENT_DATA_DIR or run as root)",
+             EXIT_USAGE)
+
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
+
+
+@agent_app.command("status")
+def agent_status(as_json: JsonOption = False) -> None:
+    """What runs, what is pending and when the device last synced with the cloud.
+
+    Asks the running agent (through its Device API); with no agent running, reads the agent's store and the
+    container engine.
+    """
+    control = _control()
+    summary = _run_control(control.status())
+    if as_json:
+        _print_json(summary)
+    else:
+        _print_agent_status(summary)
+
+
+@agent_app.command("apply")
+def agent_apply(
+    target_file: Annotated[Path, typer.Argument(
+        metavar="TARGET.json", help="The target state, {apps, config} as the cloud sends it (no uuid wrapper); "
+                                    "- reads standard input.")],
+    wait: Annotated[bool, typer.Option("--wait/--no-wait", help="Wait until the device runs the target.")] = True,
+    wait_seconds: Annotated[float, typer.Option("--timeout", min=1, help="Seconds to wait for it.")] = 300,
+    as_json: JsonOption = False,
+) -> None:
+    """Local mode: make a target state the device's target and apply it.
+
+    With the agent running, the target goes to it (POST /v2/local/target-state with the local API key from the
+    agent's store) and the command waits until it is applied. With no agent running, the command saves the target
+    (the agent adopts it when it starts, without restarting what already runs) and applies it itself.
+    Exit code 1 when the device ends up in error or has not converged in time.
+    """
+    import json
+
+    from pydantic import ValidationError
+
+    from iotistic.core.schemas.target_state import TargetState
+    from iotistic.core.settings import describe_validation_error
+
+    control = _control()
+    if control.settings.cloud_api_endpoint:
+        fail("CLOUD_API_ENDPOINT is set: this device takes its target from the cloud (apply works in local mode)",
+             EXIT_USAGE)
+    try:
+        text = sys.stdin.read() if str(target_file) == "-" else target_file.read_text()
+        target = TargetState.model_validate(json.loads(text))
+    except OSError as exc:
+        fail(f"cannot read {target_file}: {exc.strerror or exc}", EXIT_USAGE)
+    except json.JSONDecodeError as exc:
+        fail(f"{target_file} is not JSON: {exc}", EXIT_USAGE)
+    except ValidationError as exc:
+        fail(f"{target_file} is not a valid target state: {describe_validation_error(exc)}", EXIT_USAGE)
+
+    with err.status("applying the target state...") as spinner:
+        def progress(summary: dict[str, Any]) -> None:
+            pending = len((summary.get("apply") or {}).get("pending") or [])
+            spinner.update(f"applying the target state: {summary.get('status')}, {pending} step(s) pending")
+
+        result = _run_control(control.apply(target, wait=wait, wait_seconds=wait_seconds, progress=progress))
+    if as_json:
+        _print_json(result)
+    else:
+        outcome = result.get("result")
+        if outcome == "accepted":
+            out.print(f"target state accepted by the agent (pid {result.get('pid')}); it is applying it")
+        else:
+            where = f"by the agent (pid {result.get('pid')})" if result.get("running") else "directly (no agent runs)"
+            out.print(Text.assemble(("target version ", ""), (str(result.get("targetVersion")), "bold"),
+                                    f" applied {where}: ", _styled(outcome)))
+            for failure in result.get("failed") or []:
+                err.print(Text(f"  {failure}", style="red"))
+            _print_services(result.get("apply") or {})
+    if result.get("result") == "applying":
+        fail(f"not converged within {wait_seconds:.0f} s; `iotistic agent status` shows what is pending")
+    if result.get("result") == "error":
+        raise typer.Exit(EXIT_FAILED)
+
+
+@agent_app.command("deprovision")
+def agent_deprovision(
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Forget the device's cloud identity: uuid, device API key, MQTT credentials, queued reports and logs.
+
+    The containers keep running their last target and the local API key stays. The device's record stays in the
+    cloud (delete it there). The next provisioning (a PROVISIONING_KEY at the next start) makes a new device.
+    """
+    control = _control()
+    if not yes:
+        typer.confirm("Forget this device's cloud identity?", abort=True)
+    status = _run_control(control.deprovision())
+    if as_json:
+        _print_json(status)
+        return
+    out.print("deprovisioned: the cloud identity is forgotten; the containers keep running")
+    if control.settings.provisioning_key:
+        out.print(Text("PROVISIONING_KEY is still set: the agent's next start provisions this device again, as a "
+                       "new device.", style="yellow"))
+
+
+@agent_app.command("factory-reset")
+def agent_factory_reset(
+    yes: Annotated[bool, typer.Option("--yes", help="Confirm: this cannot be undone.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Remove every container, network and volume the agent manages, then its identity and data.
+
+    A running agent does it and exits; its next start is a first boot (a new device). Needs --yes.
+    """
+    if not yes:
+        fail("factory-reset removes every managed container and volume and the device's identity: pass --yes",
+             EXIT_USAGE)
+    control = _control()
+    with err.status("removing the workloads and the agent's data..."):
+        result = _run_control(control.factory_reset())
+    if as_json:
+        _print_json(result)
+    else:
+        out.print(f"factory reset done: workloads, identity and data removed from {control.settings.data_dir}")
 
 
 if __name__ == "__main__":
