@@ -516,3 +516,20 @@ async def test_bad_input_is_a_4xx_json_error(api: httpx.AsyncClient) -> None:
     assert_error(await api.get("/v2/local/logs", params={"follow": "sometimes"}), 422)
     assert_error(await api.patch("/v2/device/name", content=b"\x00", headers={"content-type": "application/json"}),
                  400)
+
+
+async def test_an_engine_that_does_not_answer_is_a_503_not_a_500(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CLOUD_API_ENDPOINT", raising=False)
+    settings = load_agent_settings(AGENT_DATA_DIR=str(tmp_path / "agent"), DEVICE_API_PORT=free_port())
+    runtime = DockerRuntime(lock_root=settings.data_dir / "locks", base_url=f"unix://{tmp_path}/none.sock")
+    agent = Agent(settings, runtime=runtime)  # not running: the API alone, over an engine that is gone
+    try:
+        async with client_for(agent) as api:
+            assert_error(await api.get("/v1/healthy"), 503, "unhealthy", "docker")
+            status = (await api.get("/v2/state/status")).json()
+            assert status["appState"] == "applied" and status["containers"] == [] and status["release"] is None
+            assert (await api.get("/v1/device")).json()["update_pending"] is False
+            assert_error(await api.get("/v1/apps/1"), 404)
+    finally:
+        agent.store.close()
