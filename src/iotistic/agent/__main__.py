@@ -1,7 +1,7 @@
-"""`python -m iotistic.agent`: the agent without the `iotistic` command's CLI stack (typer, click, rich).
+"""`python -m iotistic.agent`: run the agent (what `iotistic agent` execs into, without the CLI's libraries).
 
-Same behaviour and configuration as `iotistic agent`, about 5 MB less resident memory: the leaner way to run it
-as a service on a small device.
+Exit codes: 0 stopped by SIGTERM/SIGINT, 1 another agent uses the data folder (or it is not writable),
+2 invalid configuration (one line on stderr).
 """
 
 from __future__ import annotations
@@ -23,6 +23,10 @@ def main() -> int:
         run_agent(settings)
     except AgentAlreadyRunning as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except PermissionError as exc:
+        print(f"error: cannot use {settings.data_dir}: {exc.strerror or exc} (set AGENT_DATA_DIR or run as root)",
+              file=sys.stderr)
         return 1
     return 0
 
