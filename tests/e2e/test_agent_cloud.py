@@ -13,8 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -30,6 +33,8 @@ if TYPE_CHECKING:
 pytest_plugins = ["tests.agent.conftest_cloud"]
 
 APP_ID = 41
+_SCRIPT = Path(sys.executable).parent / "iotistic"
+CLI = [str(_SCRIPT)] if _SCRIPT.exists() else [sys.executable, "-m", "iotistic.cli"]
 
 
 async def eventually(check: Callable[[], Awaitable[Any] | Any], what: str, seconds: float = 60.0) -> Any:
@@ -106,6 +111,17 @@ async def device(settings: AgentSettings) -> AsyncIterator[RunningAgent]:
             await running_agent.stop()
 
 
+async def cli_status(settings: AgentSettings, engine: DockerEngine) -> str:
+    """`iotistic agent status` in a subprocess, without blocking this loop (the agent answers from it)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CLOUD_API_ENDPOINT", "PROVISIONING_KEY")}
+    env.update(AGENT_DATA_DIR=str(settings.data_dir), DOCKER_HOST=engine.base_url, COLUMNS="200")
+    process = await asyncio.create_subprocess_exec(*CLI, "agent", "status", env=env, stdout=asyncio.subprocess.PIPE,
+                                                   stderr=asyncio.subprocess.PIPE)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode()
+
+
 def reports_after(cloud: CloudServer, index: int, uuid: str) -> list[dict[str, Any]]:
     """The state reports the cloud accepted from call number `index` on, in arrival order."""
     return [c.json()[uuid] for c in cloud.calls[index:]
@@ -153,6 +169,12 @@ async def test_provision_deploy_report_outage_and_restart(
 
     await eventually(lambda: cloud_logs("worker started"), "the worker's first line in the cloud")
     await eventually(lambda: cloud_logs("web started"), "the web's first line in the cloud")
+
+    # `iotistic agent status` (another process) asks the running agent: what runs, and the cloud link.
+    shown = await cli_status(settings, engine)
+    for expected in (uuid, "running (pid", "cloud (" + cloud.url, "applied", f"target v{version}, applied v{version}",
+                     "web", "worker", "Nothing pending.", "provisioned", "online", "0 item(s) queued"):
+        assert expected in shown, (expected, shown)
 
     # 4. The cloud goes away; the device changes meanwhile: the worker stopped, then started again (it prints
     #    its line once more).
