@@ -812,7 +812,6 @@ def _bind(host: str, port: int) -> socket.socket:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(address)
         sock.listen(128)
-        sock.set_inheritable(True)
     except OSError:
         sock.close()
         raise
