@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from iotistic.core.settings import ConfigError, describe_validation_error
+from iotistic.core.settings import ConfigError, LogLevel, describe_validation_error
 
 DEFAULT_DEVICE_API_PORT = 48484
 #: The same rule the cloud applies to device names: no control characters, no '/'.
@@ -72,7 +72,7 @@ class AgentSettings(BaseSettings):
     host_reboot_command: str | None = Field(default=None, alias="HOST_REBOOT_COMMAND")
     host_shutdown_command: str | None = Field(default=None, alias="HOST_SHUTDOWN_COMMAND")
 
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 
     @field_validator("cloud_api_endpoint", "provisioning_key", "device_name", "device_type", "docker_host",
                      "host_reboot_command", "host_shutdown_command", mode="before")
@@ -110,14 +110,6 @@ class AgentSettings(BaseSettings):
         if not parts:
             raise ValueError("empty command")
         return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        return level
 
     @model_validator(mode="after")
     def _consistent(self) -> AgentSettings:

@@ -8,10 +8,22 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _log_level(value: str) -> str:
+    level = value.upper()
+    if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
+    return level
+
+
+LogLevel = Annotated[str, AfterValidator(_log_level)]
+"""A logging level name, any case in, upper case out."""
 
 
 class ConfigError(Exception):
@@ -52,7 +64,7 @@ class CloudSettings(BaseSettings):
     # Bearer token that Prometheus may use for /metrics (users with the admin role may always read it).
     metrics_token: str | None = Field(default=None, alias="METRICS_TOKEN", min_length=16)
     public_url: str | None = Field(default=None, alias="PUBLIC_URL")
-    log_level: str = Field(default="INFO", alias="LOG_LEVEL")
+    log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 
     @field_validator("database_url")
     @classmethod
@@ -68,14 +80,6 @@ class CloudSettings(BaseSettings):
         if not (value.startswith("postgresql+asyncpg://") or value.startswith("sqlite+aiosqlite://")):
             raise ValueError("must be a postgresql:// or sqlite:// URL")
         return value
-
-    @field_validator("log_level")
-    @classmethod
-    def _known_level(cls, value: str) -> str:
-        level = value.upper()
-        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
-            raise ValueError("must be DEBUG, INFO, WARNING, ERROR or CRITICAL")
-        return level
 
     @model_validator(mode="after")
     def _one_database(self) -> CloudSettings:
