@@ -46,6 +46,9 @@ agent_app = typer.Typer(
 )
 app.add_typer(license_app, name="license")
 app.add_typer(agent_app, name="agent")
+broker_app = typer.Typer(help="The MQTT broker (Mosquitto): make it enforce the accounts and ACLs in the database.",
+                         no_args_is_help=True)
+app.add_typer(broker_app, name="broker")
 
 # soft_wrap: never break a line (commands shown to the user must stay copy-pastable when piped).
 out = Console(soft_wrap=True, highlight=False)
@@ -456,6 +459,73 @@ def license_sign(
     except Exception as exc:  # an unusable key surfaces as ValueError, TypeError or jwt's own errors
         fail(f"{private_key} is not a usable RSA private key: {type(exc).__name__}", EXIT_USAGE)
     typer.echo(token)
+
+
+# The MQTT broker ---------------------------------------------------------------------------------------------------
+
+@broker_app.command("sync")
+def broker_sync(
+    ctx: typer.Context,
+    once: Annotated[bool, typer.Option("--once", help="One pass, then exit (e.g. before the broker starts).")] = False,
+    password_file: Annotated[Path, typer.Option(
+        "--password-file", envvar="MOSQUITTO_PASSWORD_FILE", help="The broker's password_file.")
+    ] = Path("/etc/mosquitto/iotistic/passwd"),
+    acl_file: Annotated[Path, typer.Option(
+        "--acl-file", envvar="MOSQUITTO_ACL_FILE", help="The broker's acl_file.")
+    ] = Path("/etc/mosquitto/iotistic/acl"),
+    pid_file: Annotated[Path | None, typer.Option(
+        "--pid-file", envvar="MOSQUITTO_PID_FILE", show_default="/run/mosquitto/mosquitto.pid",
+        help="The broker's pid_file, read before every reload.")] = None,
+    pid: Annotated[int | None, typer.Option("--pid", min=2, help="The broker's pid (instead of --pid-file).")] = None,
+    group: Annotated[str, typer.Option(
+        "--group", envvar="MOSQUITTO_GROUP",
+        help="Group that may read the files (mode 0640); empty: owner only (0600).")] = "mosquitto",
+    interval: Annotated[float, typer.Option(
+        "--interval", min=0.05, max=60, help="Seconds between checks for changes (long-lived mode).")] = 0.5,
+) -> None:
+    """Write the broker's password_file and acl_file from the database and reload it (SIGHUP) when they change.
+
+    Without --once it keeps running beside the broker (until SIGTERM or Ctrl+C): a change in the database is
+    enforced within about a second. Database settings as for `iotistic api` (DATABASE_URL or DB_*).
+    """
+    _cloud_imports_available()
+    source = ctx.get_parameter_source("pid_file")
+    if pid is not None and getattr(source, "name", None) == "COMMANDLINE":  # not MOSQUITTO_PID_FILE
+        fail("give --pid or --pid-file, not both", EXIT_USAGE)
+    settings = _load_settings()
+    from iotistic.broker.sync import DEFAULT_PID_FILE, BrokerTarget, SignalOutcome, resolve_ownership
+
+    target = BrokerTarget(password_file=password_file, acl_file=acl_file,
+                          pid_file=None if pid is not None else (pid_file or DEFAULT_PID_FILE), pid=pid,
+                          group=group or None)
+    try:
+        resolve_ownership(target.group)
+    except ValueError as exc:
+        fail(f"--group: {exc}", EXIT_USAGE)
+    from iotistic.cloud.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    if not once:
+        from iotistic.broker.sync import run_service
+
+        asyncio.run(run_service(settings.sqlalchemy_url, target, interval=interval))
+        return
+    _require_migrated(settings)
+    from iotistic.broker.sync import sync_once
+
+    try:
+        result = asyncio.run(sync_once(settings.sqlalchemy_url, target))
+    except _db_errors() as exc:
+        fail(f"reading the MQTT accounts from {_display_url(settings.sqlalchemy_url)} failed: "
+             f"{_describe_db_error(exc)}")
+    except (OSError, ValueError) as exc:
+        fail(f"writing the broker's files failed: {exc}")
+    skipped = f", {len(result.skipped)} account(s) or rule(s) left out (see the warnings)" if result.skipped else ""
+    out.print(f"{result.accounts} MQTT account(s), {result.user_blocks} ACL user block(s){skipped}; "
+              f"files {'updated' if result.changed else 'unchanged'}: {password_file}, {acl_file}")
+    if result.signal == SignalOutcome.refused:
+        fail(result.signal_detail)
+    out.print(result.signal_detail)
 
 
 # The edge agent ---------------------------------------------------------------------------------------------------
