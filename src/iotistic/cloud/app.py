@@ -20,6 +20,7 @@ from iotistic.cloud.routers import (
     devices,
     fleets,
     license,
+    mqtt,
     ops,
     provisioning_keys,
     users,
@@ -31,7 +32,7 @@ from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.security import configure_password_hashing
 from iotistic.core.settings import CloudSettings
 
-ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit)
+ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt)
 
 
 def create_app(settings: CloudSettings) -> FastAPI:

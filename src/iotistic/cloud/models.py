@@ -57,6 +57,12 @@ class DeviceStatus(StrEnum):
     disabled = "disabled"  # kept, but every credential refused
 
 
+class MqttAccountKind(StrEnum):
+    device = "device"  # one per device, created and removed with it
+    service = "service"  # the platform's own clients, e.g. ingest
+    integration = "integration"  # third-party clients
+
+
 def _created() -> Mapped[dt.datetime]:
     return mapped_column(UTCDateTime(), default=utcnow, nullable=False)
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, EmailStr, Field
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, EmailStr, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
 
-from iotistic.cloud.models import DeviceStatus, Role
+from iotistic.cloud.models import DeviceStatus, MqttAccountKind, Role
+from iotistic.core.acl import Access, validate_rule_topic
 from iotistic.core.schemas.target_state import TargetState
 
 UUID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"  # also a valid MQTT topic level: no '/', '+' or '#'
@@ -303,3 +305,83 @@ class AuditOut(Wire):
     target_id: str | None
     details: dict[str, Any]
     ip: str | None
+
+
+# MQTT accounts and ACL rules ----------------------------------------------------------------------------------
+
+# Usernames end up in Mosquitto's password_file (`user:hash`) and acl_file (`user <name>`), and in topics through
+# `%u`: no ':', whitespace, control characters, '/', '+', '#' or '%', so a conservative set of characters.
+MQTT_USERNAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,127}$"
+
+
+def _rule_topic(value: str) -> str:
+    try:
+        validate_rule_topic(value)
+    except ValueError as e:
+        raise PydanticCustomError("topic_filter", str(e)) from None
+    return value
+
+
+RuleTopic = Annotated[str, Field(max_length=512, description="topic filter with + and #; whole levels %u and %c "
+                                 "stand for the username and client id"), AfterValidator(_rule_topic)]
+
+
+class MqttRuleIn(Wire):
+    topic: RuleTopic
+    access: Access
+
+
+class MqttRuleOut(Wire):
+    id: int
+    topic: str
+    access: Access
+
+
+class MqttAccountCreate(Wire):
+    username: str = Field(pattern=MQTT_USERNAME_PATTERN,
+                          description="letters, digits and . _ @ - (starting with a letter or digit), up to 128")
+    kind: Literal["service", "integration"]
+    password: str | None = Field(default=None, max_length=256,
+                                 description="at least 16 characters; omitted: one is generated and shown once")
+    rules: list[MqttRuleIn] = Field(default_factory=list, max_length=100)
+
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _not_device(cls, value: Any) -> Any:
+        if value == MqttAccountKind.device:
+            raise PydanticCustomError("device_account", "device accounts are created by registering the device, "
+                                      "not by hand: kind must be service or integration")
+        return value
+
+
+class MqttAccountOut(Wire):
+    id: int
+    username: str
+    kind: MqttAccountKind
+    device_uuid: str | None = Field(description="the device a device account belongs to")
+    is_active: bool
+    created_at: dt.datetime
+    rules: list[MqttRuleOut]
+
+
+class MqttAccountCreated(MqttAccountOut):
+    password: str | None = Field(description="the generated password, shown only in this response (null when "
+                                 "the request chose one)")
+
+
+class MqttAccountUpdate(Wire):
+    is_active: bool | None = None
+    reset_password: bool = Field(default=False, description="generate a new password, shown once in the response")
+    password: str | None = Field(default=None, max_length=256, description="set this password instead")
+
+
+class MqttAccountUpdated(MqttAccountOut):
+    password: str | None = Field(description="the new generated password if resetPassword was asked, shown only "
+                                 "in this response")
+
+
+class MqttAccountPage(Wire):
+    items: list[MqttAccountOut]
+    total: int
+    limit: int
+    offset: int
