@@ -68,6 +68,8 @@ class FuzzWorld:
         self.device_key = ""
         self.fleet_id = 0
         self.release_id = 0
+        self.mqtt_account_id = 0
+        self.mqtt_rule_id = 0
 
     # Owner -----------------------------------------------------------------------------------------------
     async def _create_owner(self, email: str) -> int:
@@ -139,12 +141,26 @@ class FuzzWorld:
                              headers=self.owner_headers)
         assert r.status_code == 201, r.text
         self.release_id = r.json()["id"]
+        self.ensure_mqtt_account()
+
+    def ensure_mqtt_account(self) -> None:
+        """A service account with one rule, for the MQTT routes' ids (recreated when the fuzz deletes either)."""
+        r = self.client.get(f"/api/v1/mqtt/accounts/{self.mqtt_account_id}/rules", headers=self.owner_headers)
+        if r.status_code == 200 and any(rule["id"] == self.mqtt_rule_id for rule in r.json()):
+            return
+        if r.status_code == 200:
+            self.client.delete(f"/api/v1/mqtt/accounts/{self.mqtt_account_id}", headers=self.owner_headers)
+        r = self.client.post("/api/v1/mqtt/accounts", headers=self.owner_headers, json={
+            "username": "fuzz-svc", "kind": "service", "rules": [{"topic": "fuzz/#", "access": "read"}]})
+        assert r.status_code == 201, r.text
+        self.mqtt_account_id, self.mqtt_rule_id = r.json()["id"], r.json()["rules"][0]["id"]
 
     # Per case --------------------------------------------------------------------------------------------
     def prepare(self, case: Any) -> dict[str, str]:
         """Point half the path ids at real objects; return the credentials this operation takes."""
         real = {"uuid": self.device_uuid, "fleet_id": self.fleet_id, "release_id": self.release_id,
-                "user_id": self.user_id, "key_id": self.pk_id}
+                "user_id": self.user_id, "key_id": self.pk_id, "account_id": self.mqtt_account_id,
+                "rule_id": self.mqtt_rule_id}
         whole = (case.method, case.path, case.path_parameters, case.query, case.body)
         for name, value in real.items():
             if case.path_parameters and name in case.path_parameters and _half(whole):
@@ -174,6 +190,8 @@ class FuzzWorld:
             self.fleet_id = r.json()["id"] if r.status_code == 201 else self.fleet_id
         self.ensure_owner()
         self.ensure_device()
+        if case.path.startswith("/api/v1/mqtt/accounts/{account_id}") and case.method.upper() == "DELETE":
+            self.ensure_mqtt_account()
 
 
 @pytest.fixture
