@@ -11,13 +11,11 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 
-pytest.importorskip("amqtt", reason="the embedded broker needs amqtt (pip install 'iotistic[embedded-broker]')")
-mqtt = pytest.importorskip("paho.mqtt.client")
-
-from iotistic.embedded_broker import EmbeddedBroker, start_embedded_broker  # noqa: E402
-from tests.conftest import Api  # noqa: E402
+from iotistic.embedded_broker import EmbeddedBroker, start_embedded_broker
+from tests.conftest import Api
 
 TIMEOUT = 5.0
 
