@@ -90,6 +90,14 @@ def test_an_account_granted_its_whole_own_tree_needs_no_deny():
     assert "user admin\ntopic readwrite #\n" in files.acl_file
 
 
+def test_rules_that_cover_the_own_tree_together_need_no_deny():
+    files = render([service("svc", AclRule("iot/device/svc", "readwrite"), AclRule("iot/device/svc/+/#", "read"),
+                            AclRule("iot/device/+/#", "write"))])
+    assert "deny" not in files.acl_file
+    files = render([service("svc", AclRule("iot/device/svc/+/#", "readwrite"))])  # misses iot/device/svc itself
+    assert "topic deny iot/device/svc/#" in files.acl_file
+
+
 def test_device_with_extra_rules_gets_a_block_with_only_the_extras():
     files = render([device("dev-a", rules=(AclRule("iot/device/dev-a/#", "readwrite"),
                                            AclRule("fleet/42/commands", "read")))])
