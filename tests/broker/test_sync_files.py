@@ -23,20 +23,16 @@ from iotistic.broker.sync import (
     write_if_changed,
 )
 
-AS_ROOT = os.geteuid() == 0
-needs_root = pytest.mark.skipif(not AS_ROOT, reason="chown to root:mosquitto needs root")
 
-
-def _mosquitto_gid() -> int:
-    return grp.getgrnam("mosquitto").gr_gid
-
-
-@needs_root
-def test_files_are_root_mosquitto_0640_as_root(tmp_path):
+def test_files_belong_to_the_broker_group_mode_0640(tmp_path):
+    # As root (production, CI): root:mosquitto. Otherwise the sync's own user and one of its groups.
+    as_root = os.geteuid() == 0
+    group = "mosquitto" if as_root else grp.getgrgid(os.getegid()).gr_name
     path = tmp_path / "passwd"
-    assert write_if_changed(path, "a:b\n", resolve_ownership("mosquitto"))
+    assert write_if_changed(path, "a:b\n", resolve_ownership(group))
     st = path.stat()
-    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, _mosquitto_gid(), 0o640)
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0 if as_root else os.geteuid(), grp.getgrnam(group).gr_gid,
+                                                          0o640)
     assert path.read_text() == "a:b\n"
 
 

@@ -36,7 +36,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -271,16 +271,14 @@ class BrokerSync:
     """Keeps a broker's files equal to the database: `sync_once()`, or `run()` until stopped."""
 
     def __init__(self, engine: AsyncEngine, target: BrokerTarget, *, interval: float = DEFAULT_INTERVAL,
-                 resync_seconds: float = RESYNC_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+                 resync_seconds: float = RESYNC_SECONDS) -> None:
         self.engine = engine
         self.target = target
         self.interval = interval
         self.resync_seconds = resync_seconds
-        self._clock = clock
         self._reported: frozenset[Skipped] = frozenset()
         self._last_problem: str | None = None
         self.passes = 0  # full passes (read + render + compare) since start
-        self.last_result: SyncResult | None = None
 
     async def sync_once(self, *, signal_anyway: bool = False) -> SyncResult:
         """Read, render, write what changed, and SIGHUP the broker when something did (or when asked)."""
@@ -297,10 +295,8 @@ class BrokerSync:
         if changed or signal_anyway:
             outcome, detail = signal_broker(self.target)
         self.passes += 1
-        result = SyncResult(changed, rendered.accounts, rendered.user_blocks, rendered.skipped, outcome, detail,
-                            loaded - start, rendered_at - loaded, written - rendered_at)
-        self.last_result = result
-        return result
+        return SyncResult(changed, rendered.accounts, rendered.user_blocks, rendered.skipped, outcome, detail,
+                          loaded - start, rendered_at - loaded, written - rendered_at)
 
     def _report_skipped(self, skipped: tuple[Skipped, ...]) -> None:
         """Warn about each refused account or rule once (not again at every pass while it stays refused)."""
@@ -332,9 +328,9 @@ class BrokerSync:
             while not stop.is_set():
                 try:
                     value = await marker.read()
-                    if value != seen or self._clock() - last_full >= self.resync_seconds:
+                    if value != seen or time.monotonic() - last_full >= self.resync_seconds:
                         result = await self.sync_once()
-                        seen, last_full = value, self._clock()
+                        seen, last_full = value, time.monotonic()
                         if result.changed:
                             log.info("broker files updated", extra={
                                 "accounts": result.accounts, "user_blocks": result.user_blocks,
