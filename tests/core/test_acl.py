@@ -465,3 +465,9 @@ def test_substitution_never_widens(username: str, client_id: str, tail: str, lev
             first = sub.split("/")[1]
             assert first == (username if sub.startswith("iot/") else client_id)
             assert "+" not in first and "#" not in first and "/" not in first
+
+
+@pytest.mark.parametrize("topic", ["iot/line\nbreak", "iot/tab\there", "iot/del\x7f", " iot/lead", "iot/trail "])
+def test_rule_topics_that_cannot_go_into_the_acl_file_are_refused(topic: str) -> None:
+    with pytest.raises(ValueError, match="control characters"):
+        validate_rule_topic(topic)

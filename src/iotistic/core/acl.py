@@ -132,6 +132,9 @@ def validate_rule_topic(topic: str) -> None:
     """An ACL rule's filter: a valid topic filter in which `%u` and `%c` only appear as whole levels, and not a
     shared subscription (rules apply to the filter inside one)."""
     validate_topic_filter(topic)
+    if any(ord(ch) < 0x20 or ord(ch) == 0x7F for ch in topic) or topic != topic.strip():
+        # Legal MQTT, but a rule is also written into Mosquitto's line-based acl_file: refuse what cannot go there.
+        raise ValueError("a rule topic may not contain control characters or start or end with blanks")
     if topic.startswith(SHARE_PREFIX):
         raise ValueError("a rule applies to the filter inside a shared subscription: "
                          "write it without the $share/<group>/ prefix")
