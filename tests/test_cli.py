@@ -266,11 +266,12 @@ def test_db_upgrade_against_an_unreachable_database_is_one_line(tmp_path):
 # iotistic up ---------------------------------------------------------------------------------------------------------
 
 class RunningUp:
-    def __init__(self, cwd: Path, port: int) -> None:
+    def __init__(self, cwd: Path, port: int, mqtt_port: int | None = None) -> None:
         self.base = f"http://127.0.0.1:{port}"
+        self.mqtt_port = free_port() if mqtt_port is None else mqtt_port
         self.stderr = open(cwd / f"up-{port}.log", "w")  # closed in stop()
-        self.proc = subprocess.Popen([*CLI, "up", "--port", str(port)], cwd=cwd, env=clean_env(),
-                                     stdout=subprocess.PIPE, stderr=self.stderr, text=True)
+        self.proc = subprocess.Popen([*CLI, "up", "--port", str(port), "--mqtt-port", str(self.mqtt_port)],
+                                     cwd=cwd, env=clean_env(), stdout=subprocess.PIPE, stderr=self.stderr, text=True)
 
     def wait_healthy(self, timeout: float = 60) -> None:
         deadline = time.monotonic() + timeout
@@ -320,3 +321,61 @@ def test_up_migrates_serves_and_explains_the_first_user(tmp_path):
         out = up.stop()
     assert "admin create" not in out
     assert "Users:" in out
+
+
+def test_up_serves_an_embedded_mqtt_broker_that_knows_registered_devices(tmp_path):
+    """The embedded default is a whole platform: a device registered through the API logs in to the in-process
+    broker with the credentials the registration returned, and only those."""
+    import paho.mqtt.client as mqtt
+
+    assert run("db", "upgrade", cwd=tmp_path).returncode == 0
+    assert run("admin", "create", "--email", "o@example.com", "--password", PASSWORD, cwd=tmp_path).returncode == 0
+    up = RunningUp(tmp_path, free_port())
+    try:
+        up.wait_healthy()
+        token = httpx.post(f"{up.base}/api/v1/auth/login", json={"email": "o@example.com", "password": PASSWORD},
+                           timeout=10).json()["access_token"]
+        key = httpx.post(f"{up.base}/api/v1/provisioning-keys", json={}, timeout=10,
+                         headers={"Authorization": f"Bearer {token}"}).json()["key"]
+        device_uuid = "0123456789abcdef0123456789abcdef"
+        r = httpx.post(f"{up.base}/api/v1/device/register", timeout=10, headers={"Authorization": f"Bearer {key}"},
+                       json={"uuid": device_uuid, "deviceName": "pi", "deviceType": "rpi4",
+                             "deviceApiKey": "k" * 40})
+        assert r.status_code == 201, r.text
+        creds = r.json()["mqtt"]
+        assert creds["broker"] == f"mqtt://127.0.0.1:{up.mqtt_port}" and creds["username"] == device_uuid
+
+        def connect(password: str) -> tuple[Any, Any]:
+            """(client, CONNACK reason code; None if the broker closed the connection without one)."""
+            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"c-{password[:4]}")
+            client.username_pw_set(device_uuid, password)
+            answer: list[Any] = []
+            client.on_connect = lambda _c, _u, _f, reason, _p: answer.append(reason)
+            client.on_disconnect = lambda *_args: answer.append(None)
+            client.connect("127.0.0.1", up.mqtt_port)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and not answer:
+                client.loop(timeout=0.1)
+            assert answer, "no CONNACK and no disconnect within 10 s"
+            return client, answer[0]
+
+        good, reason = connect(creds["password"])
+        assert reason is not None and not reason.is_failure and good.is_connected()
+        received: list[bytes] = []
+        good.on_message = lambda _c, _u, msg: received.append(msg.payload)
+        topic = f"iot/device/{device_uuid}/sensor/temperature"
+        good.subscribe(topic, qos=1)
+        for _ in range(20):
+            good.loop(timeout=0.1)
+        good.publish(topic, b"21.5", qos=1)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not received:
+            good.loop(timeout=0.1)
+        assert received == [b"21.5"]
+        good.disconnect()
+
+        bad, reason = connect("not-the-password")
+        assert (reason is None or reason.is_failure) and not bad.is_connected()
+    finally:
+        out = up.stop()
+    assert f"mqtt://127.0.0.1:{up.mqtt_port}" in out

@@ -10,6 +10,7 @@ invalid configuration. Errors are one line on stderr, without a traceback.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -260,7 +261,8 @@ def _same_database_hint() -> str:
     return f"(from {Path.cwd()}, so it uses the same database under ./.iotistic/)"
 
 
-def _serve(settings: CloudSettings, host: str, port: int) -> None:
+def _serve(settings: CloudSettings, host: str, port: int, *, mqtt_port: int | None = None) -> None:
+    """Serve the API; with `mqtt_port`, the embedded MQTT broker too, in the same process and event loop."""
     import uvicorn
 
     from iotistic.cloud.app import create_app
@@ -274,7 +276,29 @@ def _serve(settings: CloudSettings, host: str, port: int) -> None:
         fail(f"cannot start: {exc}", EXIT_USAGE)
     sys.stdout.flush()
     # log_config=None: uvicorn's loggers propagate to the root JSON handler set by configure_logging.
-    uvicorn.run(application, host=host, port=port, log_config=None, proxy_headers=True, server_header=False)
+    config = uvicorn.Config(application, host=host, port=port, log_config=None, proxy_headers=True,
+                            server_header=False)
+    if mqtt_port is None:
+        uvicorn.Server(config).run()
+        return
+    asyncio.run(_serve_with_broker(settings, uvicorn.Server(config), host, mqtt_port))
+
+
+async def _serve_with_broker(settings: CloudSettings, server: Any, host: str, mqtt_port: int) -> None:
+    from iotistic.embedded_broker import start_embedded_broker
+
+    try:
+        broker = await start_embedded_broker(settings, host, mqtt_port)
+    except OSError as exc:  # the port is taken, e.g. by a Mosquitto already running
+        err.print(f"warning: embedded MQTT broker not started on {host}:{mqtt_port}: {exc.strerror or exc}")
+        await server.serve()
+        return
+    out.print(f"  MQTT:      {broker.url} (embedded broker; devices log in with their MQTT credentials)")
+    sys.stdout.flush()
+    try:
+        await server.serve()
+    finally:
+        await broker.stop()
 
 
 HostOption = Annotated[str, typer.Option("--host", help="Address to listen on.")]
@@ -287,13 +311,21 @@ PortOption = Annotated[int, typer.Option("--port", min=1, max=65535, help="TCP p
 def up(
     host: HostOption = "127.0.0.1",
     port: PortOption = 3002,
+    mqtt_port: Annotated[int, typer.Option("--mqtt-port", min=0, max=65535,
+                                           help="Port of the embedded MQTT broker; 0: none.")] = 1883,
 ) -> None:
-    """Run the platform on its embedded default: migrate the database, then serve the cloud API.
+    """Run the platform on its embedded default: migrate the database, then serve the cloud API and an
+    in-process MQTT broker enforcing the database's MQTT accounts and ACLs.
 
     The database is SQLite under ./.iotistic/ (IOTISTIC_DATA_DIR) unless DATABASE_URL or DB_HOST is set.
     """
     _cloud_imports_available()
     settings = _load_settings()
+    if "MQTT_BROKER_URL" in os.environ:
+        mqtt_port = 0  # a broker of its own is configured (Mosquitto in production)
+    elif mqtt_port:
+        # Devices are told this broker at registration.
+        settings.mqtt_broker_url = f"mqtt://{_browse_host(host)}:{mqtt_port}"
     from iotistic.cloud.observability import configure_logging
 
     configure_logging(settings.log_level)
@@ -318,7 +350,7 @@ def up(
     else:
         out.print(f"  Users:     {users}")
     out.print("Press Ctrl+C to stop.")
-    _serve(settings, host, port)
+    _serve(settings, host, port, mqtt_port=mqtt_port or None)
 
 
 @app.command()
