@@ -29,12 +29,10 @@ from typing import Any
 from amqtt.broker import Broker
 from amqtt.contexts import Action
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from iotistic.cloud.models import MqttAccount, MqttAclRule
 from iotistic.cloud.services import mqtt_accounts
-from iotistic.core.acl import AccountAcl, AclRule, may_publish, may_receive, may_subscribe
+from iotistic.core.acl import AccountAcl, may_publish, may_receive, may_subscribe
 from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.security import verify_mosquitto_password
 from iotistic.core.settings import CloudSettings
@@ -45,25 +43,8 @@ DEFAULT_REFRESH_INTERVAL = 1.0
 
 
 async def load_accounts(session: AsyncSession) -> list[AccountAcl]:
-    """Every account with its hash, active flag and rules: the services' `load_acl_snapshot` where it exists,
-    else the same single query here."""
-    loader = getattr(mqtt_accounts, "load_acl_snapshot", None)
-    if loader is not None:
-        return list(await loader(session))
-    rows = await session.execute(
-        select(MqttAccount.id, MqttAccount.username, MqttAccount.password_hash, MqttAccount.is_active,
-               MqttAclRule.topic, MqttAclRule.access)
-        .outerjoin(MqttAclRule, MqttAclRule.account_id == MqttAccount.id)
-        .order_by(MqttAccount.id, MqttAclRule.id)
-    )
-    accounts: dict[int, AccountAcl] = {}
-    for account_id, username, password_hash, is_active, topic, access in rows:
-        acl = accounts.get(account_id)
-        if acl is None:
-            acl = accounts[account_id] = AccountAcl(username, password_hash, bool(is_active), [])
-        if topic is not None:
-            acl.rules.append(AclRule(topic, access))
-    return list(accounts.values())
+    """Every account with its hash, active flag and rules, in one consistent read."""
+    return await mqtt_accounts.load_acl_snapshot(session)
 
 
 class AccountCache:
