@@ -36,6 +36,7 @@ from iotistic.core.acl import AccountAcl, may_publish, may_receive, may_subscrib
 from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.security import verify_mosquitto_password
 from iotistic.core.settings import CloudSettings
+from iotistic.core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -201,11 +202,8 @@ class EmbeddedBroker:
                 log.exception("reloading the MQTT accounts failed; keeping the previous ones")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel_and_wait(self._task)
+        self._task = None
         await self.broker.shutdown()
         if self._engine is not None:
             await self._engine.dispose()

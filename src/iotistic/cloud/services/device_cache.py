@@ -23,6 +23,7 @@ from sqlalchemy import event, inspect, text
 from sqlalchemy.orm import Session
 
 from iotistic.cloud.models import Device, DeviceTarget
+from iotistic.core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -144,12 +145,7 @@ class DeviceChangeListener:
         self._task = asyncio.create_task(self._run(), name="device-change-listener")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
     def _on_notify(self, _conn: Any, _pid: int, _channel: str, payload: str) -> None:
         try:

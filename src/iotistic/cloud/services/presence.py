@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotistic.cloud.models import Device
 from iotistic.core.db import utcnow
+from iotistic.core.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +63,7 @@ class PresenceTracker:
         self._task = asyncio.create_task(self._run(), name="presence-flush")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
         await self.flush()
 
     async def _run(self) -> None:
