@@ -6,12 +6,12 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import Connection
 
-from iotistic.cloud.models import Base
+from iotistic.cloud.models import Base, managed_by_migrations
 from iotistic.core.db import make_engine
 
 
 def _diff(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True})
+    context = MigrationContext.configure(connection, opts={"compare_type": True, "include_object": managed_by_migrations})
     return list(compare_metadata(context, Base.metadata))
 
 
@@ -24,4 +24,4 @@ async def test_migrated_schema_matches_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
-    assert version == "0001"
+    assert version == "0002"

@@ -166,6 +166,10 @@ class Device(Base):
     agent_version: Mapped[str | None] = mapped_column(String(64))
     ip_address: Mapped[str | None] = mapped_column(String(64))
     mac_address: Mapped[str | None] = mapped_column(String(64))
+    # The device's MQTT connection as its agent last said on `status` ('online', or 'offline' from its last
+    # will); NULL while it never spoke MQTT. An 'offline' newer than the last contact wins over last_seen_at.
+    connection_state: Mapped[str | None] = mapped_column(String(16))
+    connection_changed_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
     created_at: Mapped[dt.datetime] = _created()
 
     fleet: Mapped[Fleet | None] = relationship(lazy="joined")
@@ -175,6 +179,7 @@ class Device(Base):
 
     __table_args__ = (
         CheckConstraint("status IN ('registered','active','disabled')", name="status"),
+        CheckConstraint("connection_state IN ('online','offline')", name="connection_state"),
         Index("ix_devices_name", "name"),
     )
 
@@ -271,6 +276,45 @@ class DeviceLog(Base):
     received_at: Mapped[dt.datetime] = _created()
 
     __table_args__ = (Index("ix_device_logs_device_time", "device_id", "timestamp"),)
+
+
+TELEMETRY_PARTITION_PREFIX = "telemetry_p"
+"""PostgreSQL: `telemetry` is partitioned by day into tables named telemetry_pYYYYMMDD, made by ingest on demand."""
+
+
+def managed_by_migrations(obj: object, name: str | None, type_: str, reflected: bool, compare_to: object) -> bool:
+    """Alembic's include_object: the day partitions of `telemetry` are made at run time, not by migrations."""
+    return not (type_ == "table" and reflected and name is not None and name.startswith(TELEMETRY_PARTITION_PREFIX))
+
+
+class Telemetry(Base):
+    """One sensor reading. The key makes a redelivered MQTT message (QoS 1 is at-least-once) a no-op.
+
+    No foreign key to devices: a deleted device's readings age out with retention instead of costing a mass
+    DELETE (device ids are never reused). On PostgreSQL the table is range-partitioned by day on `ts`, so
+    retention drops whole partitions.
+    """
+
+    __tablename__ = "telemetry"
+
+    device_id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
+
+    __table_args__ = ({"postgresql_partition_by": "RANGE (ts)"},)
+
+
+class TelemetryLatest(Base):
+    """The newest reading of every device and metric, kept by ingest (answers "latest" without scanning)."""
+
+    __tablename__ = "telemetry_latest"
+
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True)
+    metric: Mapped[str] = mapped_column(String(128), primary_key=True)
+    ts: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    value: Mapped[float] = mapped_column(Float)
+    unit: Mapped[str | None] = mapped_column(String(32))
 
 
 class MqttAccount(Base):

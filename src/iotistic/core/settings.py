@@ -57,7 +57,23 @@ class CloudSettings(BaseSettings):
     license_key: str | None = Field(default=None, alias="IOTISTIC_LICENSE_KEY")
 
     mqtt_broker_url: str = Field(default="mqtt://127.0.0.1:1883", alias="MQTT_BROKER_URL")
+    # Live readings for /ws: Redis Streams `metrics:<uuid>` when set (ingest may run in other processes),
+    # else in-process (ingest must then run inside the API: `iotistic up`).
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    live_stream_maxlen: int = Field(default=1000, alias="LIVE_STREAM_MAXLEN", ge=10, le=1_000_000)
+
+    # Ingest (`iotistic ingest`, or inside the API with INGEST_IN_API). Its MQTT service account needs read on
+    # iot/device/+/#; `iotistic ingest create-account` makes one. The client id must be stable per worker: the
+    # broker keeps the worker's persistent session (and queues its share of readings) under that id.
+    ingest_in_api: bool = Field(default=False, alias="INGEST_IN_API")
+    ingest_mqtt_username: str | None = Field(default=None, alias="INGEST_MQTT_USERNAME", max_length=128)
+    ingest_mqtt_password: str | None = Field(default=None, alias="INGEST_MQTT_PASSWORD", max_length=256)
+    ingest_client_id: str | None = Field(default=None, alias="INGEST_CLIENT_ID", max_length=128)
+    ingest_share_group: str = Field(default="ingest", alias="INGEST_SHARE_GROUP", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    # Use MQTT v5 shared subscriptions ($share/<group>/...); the embedded broker (MQTT 3.1.1) cannot.
+    ingest_shared_subscription: bool = Field(default=True, alias="INGEST_SHARED_SUBSCRIPTION")
+    ingest_batch_size: int = Field(default=5000, alias="INGEST_BATCH_SIZE", ge=1, le=100_000)
+    ingest_flush_ms: int = Field(default=200, alias="INGEST_FLUSH_MS", ge=1, le=60_000)
 
     # A device counts as online while its last contact is younger than this.
     device_offline_after_seconds: int = Field(default=180, alias="DEVICE_OFFLINE_AFTER_SECONDS", ge=5)

@@ -7,7 +7,7 @@ import asyncio
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from iotistic.cloud.models import Base
+from iotistic.cloud.models import Base, managed_by_migrations
 from iotistic.core.db import make_engine
 
 config = context.config
@@ -20,6 +20,7 @@ def _run(connection: Connection) -> None:
         target_metadata=target_metadata,
         render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things in place
         compare_type=True,
+        include_object=managed_by_migrations,
     )
     with context.begin_transaction():
         context.run_migrations()
