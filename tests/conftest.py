@@ -28,7 +28,7 @@ from iotistic.core.licensing import generate_keypair, issue_license
 from iotistic.core.settings import CloudSettings, load_cloud_settings
 
 # A real Docker engine for the agent's tests and tests/e2e (one per session, shared by both).
-pytest_plugins = ["tests.docker_engine"]
+pytest_plugins = ["tests.docker_engine", "tests.mqtt_env"]
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 PASSWORD = "correct-horse-battery-staple"

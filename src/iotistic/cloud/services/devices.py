@@ -7,7 +7,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, text
+from sqlalchemy import Select, and_, func, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotistic.cloud.errors import ApiError, conflict, not_found
@@ -123,9 +123,13 @@ async def rotate_key(session: AsyncSession, device: Device, new_key: str | None)
 
 
 def is_online(device: Device, offline_after_seconds: int) -> bool:
-    return device.last_seen_at is not None and (
-        utcnow() - device.last_seen_at < dt.timedelta(seconds=offline_after_seconds)
-    )
+    """Heard from recently, and its MQTT last will ('offline' on `status`) has not come since."""
+    if device.last_seen_at is None:
+        return False
+    if (device.connection_state == "offline" and device.connection_changed_at is not None
+            and device.connection_changed_at >= device.last_seen_at):
+        return False
+    return utcnow() - device.last_seen_at < dt.timedelta(seconds=offline_after_seconds)
 
 
 async def get_device(session: AsyncSession, device_uuid: str) -> Device:
@@ -152,8 +156,12 @@ def _filtered(query: Select[Any], f: DeviceFilter, offline_after_seconds: int) -
         query = query.where(Device.fleet_id == f.fleet_id)
     if f.online is not None:
         cutoff = utcnow() - dt.timedelta(seconds=offline_after_seconds)
-        online = Device.last_seen_at >= cutoff
-        query = query.where(online if f.online else or_(Device.last_seen_at.is_(None), Device.last_seen_at < cutoff))
+        # The same rule as is_online, in SQL.
+        # (coalesce: a NULL here would make NOT(...) NULL and hide the device from both filters)
+        said_offline = and_(func.coalesce(Device.connection_state, "") == "offline",
+                            func.coalesce(Device.connection_changed_at >= Device.last_seen_at, False))
+        online = and_(Device.last_seen_at >= cutoff, not_(said_offline))
+        query = query.where(online if f.online else or_(Device.last_seen_at.is_(None), not_(online)))
     if f.tag_key:
         tags = select(DeviceTag.device_id).where(DeviceTag.key == f.tag_key)
         if f.tag_value is not None:

@@ -1,0 +1,170 @@
+"""Ingest as a running thing: an MQTT service account feeding the pipeline, plus retention.
+
+The subscription is shared (`$share/<group>/...`, MQTT v5) so several workers split the load, and the session
+is persistent (clean start off, no expiry) under a stable client id: while a worker is stopped, the broker
+queues its share of the readings and hands them over when it returns. Acknowledgements are sent only once a
+message is committed (`optimistic_acknowledgement=False`: gmqtt sends the PUBACK when our coroutine returns).
+The broker's in-flight window for this client is `receive_maximum`; it bounds what sits in memory unacknowledged
+and is what lets a batch fill up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import socket
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from iotistic.cloud.services.license import LicenseService
+from iotistic.core.broker_url import parse_broker_url
+from iotistic.core.db import utcnow
+from iotistic.core.settings import CloudSettings
+from iotistic.core.tasks import cancel_and_wait
+from iotistic.core.topics import INGEST_FILTERS
+from iotistic.ingest.devices import DeviceDirectory
+from iotistic.ingest.live import LiveBus
+from iotistic.ingest.partitions import apply_retention, retention_days
+from iotistic.ingest.pipeline import IngestPipeline
+from iotistic.ingest.store import TelemetryStore
+
+log = logging.getLogger(__name__)
+
+RECEIVE_MAXIMUM = 20_000  # messages in flight to one worker: a few batches' worth
+RETENTION_EVERY_SECONDS = 3600.0
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+
+
+class _ClosedSocketWrites(logging.Filter):
+    """After `stop()` gmqtt may try to acknowledge messages we deliberately left unacknowledged on a closed
+    connection; it says so once per message. That is the intended outcome (the broker redelivers them)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "WRITE TO CLOSED SOCKET" not in record.getMessage()
+
+
+logging.getLogger("gmqtt.mqtt.protocol").addFilter(_ClosedSocketWrites())
+
+
+def default_client_id() -> str:
+    return f"iotistic-ingest-{socket.gethostname()}"[:128]
+
+
+class IngestService:
+    def __init__(self, settings: CloudSettings, engine: AsyncEngine, live: LiveBus | None, *,
+                 username: str, password: str, licenses: LicenseService | None = None,
+                 client_id: str | None = None, shared: bool | None = None,
+                 mqtt_version: int | None = None) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.broker = parse_broker_url(settings.mqtt_broker_url)
+        self.username = username
+        self.password = password
+        self.client_id = client_id or settings.ingest_client_id or default_client_id()
+        self.shared = settings.ingest_shared_subscription if shared is None else shared
+        self.mqtt_version = mqtt_version
+        self.licenses = licenses or LicenseService(settings.license_public_key_pem(), settings.license_key)
+        self.store = TelemetryStore(engine)
+        self.devices = DeviceDirectory(engine)
+        self.live = live
+        self.pipeline: IngestPipeline | None = None
+        self._client: Any = None
+        self._connected = asyncio.Event()
+        self._retention_task: asyncio.Task[None] | None = None
+        self._stopping = False
+
+    def filters(self) -> list[str]:
+        group = self.settings.ingest_share_group
+        return [f"$share/{group}/{f}" if self.shared else f for f in INGEST_FILTERS]
+
+    async def start(self, *, connect_timeout: float = 30.0) -> None:
+        """Connect and subscribe. Raises when the broker refuses us or cannot be reached within the timeout."""
+        from gmqtt import Client, Subscription
+        from gmqtt.mqtt.constants import MQTTv50, MQTTv311
+
+        await self.devices.reload()
+        days = await self.refresh_retention()
+        self.pipeline = IngestPipeline(self.store, self.devices, self.live, batch_size=self.settings.ingest_batch_size,
+                                       flush_interval=self.settings.ingest_flush_ms / 1000, retention_days=days)
+        self.pipeline.start()
+        version = self.mqtt_version or (MQTTv50 if self.shared else MQTTv311)
+        properties: dict[str, Any] = {}
+        if version == MQTTv50:
+            properties = {"session_expiry_interval": SESSION_NEVER_EXPIRES, "receive_maximum": RECEIVE_MAXIMUM}
+        client = Client(self.client_id, clean_session=False, optimistic_acknowledgement=False, **properties)
+        client.set_auth_credentials(self.username, self.password)
+        client.set_config({"reconnect_retries": -1, "reconnect_delay": 2})
+        pipeline = self.pipeline
+
+        async def on_message(_client: Any, topic: str, payload: bytes, _qos: int, _properties: Any) -> int:
+            await pipeline.handle(topic, payload)
+            return 0  # PUBACK: success
+
+        subscriptions = [Subscription(f, qos=1) for f in self.filters()]
+
+        def on_connect(_client: Any, _flags: Any, _rc: Any, _properties: Any) -> None:
+            # Also after every reconnect: a broker that lost its state (no persistence) forgot our subscriptions.
+            client.subscribe(subscriptions)
+            self._connected.set()
+            log.info("ingest: connected to %s as %s (client id %s)", self.broker, self.username, self.client_id)
+
+        def on_disconnect(_client: Any, _packet: Any, _exc: Any = None) -> None:
+            self._connected.clear()
+            if not self._stopping:
+                log.warning("ingest: disconnected from %s; reconnecting", self.broker)
+
+        client.on_message = on_message
+        client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
+        self._client = client
+        ssl = self.broker.tls
+        await asyncio.wait_for(client.connect(self.broker.host, self.broker.port, ssl=ssl, version=version,
+                                              keepalive=30), timeout=connect_timeout)
+        self._retention_task = asyncio.create_task(self._retention_loop(), name="ingest-retention")
+
+    async def stop(self) -> None:
+        """Write and acknowledge what arrived, then leave; the persistent session keeps queueing for us."""
+        self._stopping = True
+        await cancel_and_wait(self._retention_task)
+        if self.pipeline is not None:
+            await self.pipeline.close()
+        if self._client is not None:
+            try:
+                await asyncio.wait_for(self._client.disconnect(), timeout=10)
+            except (TimeoutError, OSError) as exc:
+                log.warning("ingest: disconnect did not complete cleanly: %s", type(exc).__name__)
+        if self.pipeline is not None:
+            self.pipeline.release()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def wait_connected(self, seconds: float) -> None:
+        await asyncio.wait_for(self._connected.wait(), seconds)
+
+    async def refresh_retention(self) -> int:
+        sessions = async_sessionmaker(self.engine)
+        async with sessions() as session:
+            state = await self.licenses.current(session)
+        days = retention_days(state)
+        if self.pipeline is not None:
+            self.pipeline.retention_days = days
+        return days
+
+    async def run_retention(self, today: dt.date | None = None) -> int:
+        days = await self.refresh_retention()
+        async with self.engine.begin() as conn:
+            removed = await apply_retention(conn, today or utcnow().date(), days)
+        self.store.forget_partitions()
+        return removed
+
+    async def _retention_loop(self) -> None:
+        while True:
+            try:
+                await self.run_retention()
+            except Exception as exc:  # database away: try again next round
+                log.warning("ingest: retention pass failed: %s", type(exc).__name__)
+            await asyncio.sleep(RETENTION_EVERY_SECONDS)
