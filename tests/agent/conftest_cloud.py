@@ -288,6 +288,10 @@ class AgentEnv:
             "REPORT_THROTTLE_SECONDS": 0,
             "METRICS_INTERVAL_SECONDS": 3600,
             "HTTP_TIMEOUT_SECONDS": 3,
+            # The test cloud hands out its default broker URL (127.0.0.1:1883), where another broker may answer
+            # (the machine's own Mosquitto): reports must reach this cloud over HTTP. test_mqtt.py turns MQTT on
+            # with a broker of its own.
+            "MQTT_ENABLED": False,
             **self.defaults,
             **env,
         }

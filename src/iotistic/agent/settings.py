@@ -27,6 +27,25 @@ DEFAULT_DEVICE_API_PORT = 48484
 _NAME_PATTERN = r"^[^\x00-\x1f/]{1,128}$"
 
 
+#: Broker URL schemes: plain MQTT and MQTT over TLS, with their default ports.
+_MQTT_SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
+
+
+def parse_broker_url(url: str) -> tuple[str, int, bool]:
+    """`mqtt://host[:port]` or `mqtts://host[:port]` (also `tcp://`, `ssl://`) -> (host, port, tls).
+    Raises ValueError with a readable reason."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError as exc:
+        raise ValueError(f"not a valid broker URL ({exc})") from None
+    scheme = _MQTT_SCHEMES.get(parts.scheme.lower())
+    if scheme is None or not parts.hostname:
+        raise ValueError("must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://broker.example.com:1883")
+    tls, default_port = scheme
+    return parts.hostname, port or default_port, tls
+
+
 def default_data_dir() -> Path:
     """`/var/lib/iotistic-agent` for root, `$XDG_STATE_HOME/iotistic-agent` otherwise (see the module doc)."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -72,19 +91,27 @@ class AgentSettings(BaseSettings):
     host_reboot_command: str | None = Field(default=None, alias="HOST_REBOOT_COMMAND")
     host_shutdown_command: str | None = Field(default=None, alias="HOST_SHUTDOWN_COMMAND")
 
+    # MQTT to the broker (reports over MQTT, HTTP as the fallback; see `iotistic.agent.sync.mqtt`). Unset
+    # MQTT_ENABLED means: on when registration gave the device MQTT credentials. MQTT_BROKER_URL replaces the
+    # broker address the cloud handed out (e.g. `mqtt://127.0.0.1:1883`, useless on another machine).
+    mqtt_enabled: bool | None = Field(default=None, alias="MQTT_ENABLED")
+    mqtt_broker_url: str | None = Field(default=None, alias="MQTT_BROKER_URL")
+    mqtt_ack_timeout: float = Field(default=10.0, alias="MQTT_ACK_TIMEOUT_SECONDS", gt=0, le=600)
+    mqtt_keepalive: int = Field(default=60, alias="MQTT_KEEPALIVE_SECONDS", ge=5, le=3600)
+
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 
     @field_validator("cloud_api_endpoint", "provisioning_key", "device_name", "device_type", "docker_host",
-                     "host_reboot_command", "host_shutdown_command", mode="before")
+                     "host_reboot_command", "host_shutdown_command", "mqtt_broker_url", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
             return None
         return value
 
-    @field_validator("application_id", mode="before")
+    @field_validator("application_id", "mqtt_enabled", mode="before")
     @classmethod
-    def _empty_int_is_unset(cls, value: object) -> object:
+    def _empty_optional_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("cloud_api_endpoint")
@@ -96,6 +123,15 @@ class AgentSettings(BaseSettings):
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL, e.g. https://iot.example.com")
+        return value
+
+    @field_validator("mqtt_broker_url")
+    @classmethod
+    def _mqtt_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = value.strip()
+        parse_broker_url(value)  # raises ValueError with the reason
         return value
 
     @field_validator("host_reboot_command", "host_shutdown_command")

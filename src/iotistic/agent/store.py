@@ -13,7 +13,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,21 +35,23 @@ CREATE TABLE IF NOT EXISTS outbox (
 class Identity:
     """Who this device is to the cloud. `provisioning_key` is kept only until the key exchange succeeds."""
 
+    # Secrets are left out of repr(), so an identity in a log line or a traceback shows none of them.
     uuid: str
-    device_api_key: str
-    local_api_key: str
+    device_api_key: str = field(repr=False)
+    local_api_key: str = field(repr=False)
     device_name: str | None = None
     device_type: str | None = None
-    provisioning_key: str | None = None
+    provisioning_key: str | None = field(default=None, repr=False)
     device_id: int | None = None
+    #: MQTT credentials and broker URL from the registration reply (stored like the API keys: mode 0600).
     mqtt_username: str | None = None
-    mqtt_password: str | None = None
+    mqtt_password: str | None = field(default=None, repr=False)
     mqtt_broker: str | None = None
     registered: bool = False
     key_exchanged: bool = False
     #: A replacement device API key being rotated in: saved before the cloud is asked, so a lost reply can be
     #: recovered (whichever key the cloud accepts wins).
-    pending_device_api_key: str | None = None
+    pending_device_api_key: str | None = field(default=None, repr=False)
 
     @property
     def provisioned(self) -> bool:

@@ -17,6 +17,18 @@ revoked (or the device deleted or disabled): it is reported once, clearly, and r
 rate; the agent keeps running its last target meanwhile.
 
 Every request has a timeout and every loop catches its errors: the cloud being away never stops the agent.
+
+Transport (MQTT or HTTP). With MQTT credentials from registration (and MQTT_ENABLED not false) an `MqttLink`
+(`iotistic.agent.sync.mqtt`) keeps a connection to the broker. The outbox stays the single queue for everything,
+and the choice is made per item, at delivery, oldest first: a report goes over MQTT (QoS 1, acknowledged by the
+broker) when the link is connected; when it is not, or the broker does not acknowledge the item in time, that
+same item goes over HTTP at once, exactly as without MQTT. An item leaves the outbox only after one transport
+acknowledged it, and is handed to one transport at a time (gmqtt keeps no copy to replay), so nothing is lost
+and nothing is sent twice by design. What remains is the at-least-once window every acknowledged protocol has,
+HTTP included: an acknowledgement lost (or later than MQTT_ACK_TIMEOUT_SECONDS) after the message was accepted
+means it is sent again. Log batches always go over HTTP. While HTTP backs off
+after failures, reports at the head of the outbox still go over MQTT (a log batch ahead of them waits for HTTP,
+and so do the reports behind it: order is kept). A metrics report carries `recordedAt`, the time it was measured.
 """
 
 from __future__ import annotations
@@ -49,6 +61,7 @@ from iotistic.agent.sync.http import (
     send,
 )
 from iotistic.agent.sync.metrics import collect_metrics
+from iotistic.agent.sync.mqtt import MqttLink, MqttNotDelivered, mqtt_endpoint
 from iotistic.core.schemas.reports import DeviceReport
 from iotistic.core.schemas.target_state import TargetState
 from iotistic.core.settings import describe_validation_error
@@ -138,6 +151,8 @@ class SyncStatus:
     outbox_size: int = 0
     outbox_dropped: int = 0
     rejected: int = 0
+    #: The MQTT link (`MqttLink.status()`), or `{"enabled": False}` when reports go over HTTP only.
+    mqtt: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         def camel(name: str) -> str:
@@ -163,6 +178,10 @@ def read_status(store: AgentStore) -> dict[str, Any] | None:
 
 
 # --- the sync ---------------------------------------------------------------------------------------------------
+class _WaitForHttp(Exception):
+    """`flush_outbox(http=False)`: the next item needs HTTP, which is backing off."""
+
+
 class CloudSync:
     """The agent's link to the cloud. Use `run(stop, on_target)` for the loops, or the single steps:
 
@@ -205,6 +224,10 @@ class CloudSync:
         self._status.target_version = stored.version if stored else None
         self._status_saved_at: float | None = None
 
+        endpoint = mqtt_endpoint(settings, identity)
+        self._mqtt = MqttLink(settings, identity, endpoint, on_change=self._mqtt_changed, rng=self._rng) \
+            if endpoint is not None else None
+
     async def aclose(self) -> None:
         if self._own_http:
             await self._http.aclose()
@@ -216,10 +239,21 @@ class CloudSync:
         await self.aclose()
 
     # --- status ----------------------------------------------------------------------------------------------
+    @property
+    def mqtt(self) -> MqttLink | None:
+        """The MQTT link, or None when reports go over HTTP only."""
+        return self._mqtt
+
     def status(self) -> SyncStatus:
         self._status.outbox_size = self.store.outbox_size()
         self._status.outbox_dropped = self.store.outbox_dropped()
+        self._status.mqtt = self._mqtt.status() if self._mqtt is not None else {"enabled": False}
         return SyncStatus(**asdict(self._status))
+
+    def _mqtt_changed(self) -> None:
+        """The MQTT link came up or went down: show it, and deliver what waits (it may go over MQTT now)."""
+        self._save_status(force=True)
+        self.wake()
 
     def _save_status(self, force: bool = False) -> None:
         now = self._clock()
@@ -362,9 +396,11 @@ class CloudSync:
     async def report_metrics(self) -> dict[str, Any]:
         """Measure and queue a metrics report (with the OS and agent versions); returns it."""
         sample = None if self._metrics_sampled else 0.5
+        recorded_at = _now_iso()
         metrics = await asyncio.to_thread(self._collect, self.settings.data_dir, sample)
         self._metrics_sampled = True
-        report = self._validated({"metrics": metrics, "osVersion": os_version(),
+        # The time of measurement travels with the sample: it may wait in the outbox for hours.
+        report = self._validated({"metrics": {**metrics, "recordedAt": recorded_at}, "osVersion": os_version(),
                                   "agentVersion": iotistic.__version__})
         self.store.enqueue(REPORT_KIND, report)
         self.wake()
@@ -380,11 +416,12 @@ class CloudSync:
         return len(wire)
 
     # --- delivery --------------------------------------------------------------------------------------------
-    async def flush_outbox(self) -> int:
+    async def flush_outbox(self, *, http: bool = True) -> int:
         """Deliver queued items, oldest first, until the outbox is empty; returns how many were delivered.
 
         Raises `CloudUnavailable` / `CloudUnauthorized` (the rest stays queued). Items the cloud refuses are
         dropped and counted in `status().rejected`. A throttled report whose window has ended is queued first.
+        With `http=False` only MQTT is used: delivery stops (without error) at the first item MQTT cannot take.
         """
         self._queue_report_if_due()
         async with self._flush_lock:
@@ -394,7 +431,9 @@ class CloudSync:
                 while items:
                     group = self._next_group(items, one_at_a_time)
                     try:
-                        await self._deliver(group)
+                        over_http = await self._deliver(group, http=http)
+                    except _WaitForHttp:
+                        return delivered
                     except CloudRejected as exc:
                         if len(group) > 1:
                             one_at_a_time = True  # find the bad batch; deliver the good ones
@@ -413,7 +452,8 @@ class CloudSync:
                     delivered += len(group)
                     one_at_a_time = False
                     self._status.last_report_at = _now_iso()
-                    self._ok()
+                    if over_http:  # the HTTP link's health; MQTT's is the link's own
+                        self._ok()
             return delivered
 
     @staticmethod
@@ -433,9 +473,20 @@ class CloudSync:
             lines, size = lines + len(item[2]), size + item_size
         return group
 
-    async def _deliver(self, group: list[tuple[int, str, Any]]) -> None:
+    async def _deliver(self, group: list[tuple[int, str, Any]], *, http: bool = True) -> bool:
+        """Deliver one group over MQTT or HTTP (module doc); returns whether it went over HTTP."""
         kind = group[0][1]
         uuid = self.identity.uuid
+        mqtt = self._mqtt
+        if kind == REPORT_KIND and mqtt is not None and mqtt.connected:
+            try:
+                await mqtt.publish_report(group[0][2])
+                return False
+            except MqttNotDelivered as exc:
+                if http:
+                    log.warning("a report was not delivered over MQTT (%s); sending it over HTTP", exc)
+        if not http:
+            raise _WaitForHttp
         if kind == REPORT_KIND:
             await send(self._http, "PATCH", "/api/v1/device/state", "report state", json={uuid: group[0][2]},
                        headers=self._auth(), deadline=self._deadline)
@@ -445,6 +496,7 @@ class CloudSync:
                        headers={**self._auth(), "Content-Type": "application/x-ndjson"}, deadline=self._deadline)
         else:
             raise CloudRejected(f"unknown outbox item kind {kind!r}")
+        return True
 
     # --- credentials -----------------------------------------------------------------------------------------
     async def rotate_key(self) -> None:
@@ -506,6 +558,8 @@ class CloudSync:
         tasks = [asyncio.create_task(self._poll_loop(stop, on_target), name="cloud-poll"),
                  asyncio.create_task(self._send_loop(stop), name="cloud-send"),
                  asyncio.create_task(self._metrics_loop(stop), name="cloud-metrics")]
+        if self._mqtt is not None:
+            tasks.append(asyncio.create_task(self._mqtt.run(stop), name="cloud-mqtt"))
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -560,7 +614,13 @@ class CloudSync:
                 log.exception("could not queue a report")
                 report_due_in = s.report_throttle or 1.0
             now = self._clock()
-            if now >= retry_at and self.store.outbox_size():
+            if now < retry_at and self.store.outbox_size() and self._mqtt is not None and self._mqtt.connected:
+                # HTTP backs off, but the reports at the head of the outbox can go over MQTT now.
+                try:
+                    await self.flush_outbox(http=False)
+                except Exception:
+                    log.exception("delivery over MQTT failed unexpectedly")
+            elif now >= retry_at and self.store.outbox_size():
                 try:
                     await self.flush_outbox()
                     failures, retry_at = 0, 0.0
