@@ -36,7 +36,7 @@ async def start_ingest(app: Any, broker: Broker, ingest_account: tuple[str, str]
     async def start(**kwargs: Any) -> IngestService:
         kwargs.setdefault("client_id", "ingest-test-1")
         live = kwargs.pop("live", None) or InProcessBus()
-        service = IngestService(kwargs.pop("settings", settings), engine, live, username=ingest_account[0],
+        service = IngestService(kwargs.pop("settings", None) or settings, engine, live, username=ingest_account[0],
                                 password=ingest_account[1], **kwargs)
         await service.start()
         await service.wait_connected(5)

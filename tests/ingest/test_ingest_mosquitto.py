@@ -104,3 +104,67 @@ async def _eventually(probe: Any, expected: object, within: float = 5.0) -> bool
             return True
         await asyncio.sleep(0.05)
     return bool(await probe() == expected)
+
+
+def _publish_readings(device: Any, uuid: str, start: dt.datetime, n: int, metric: str = "temperature") -> list[int]:
+    mids = []
+    for i in range(n):
+        ts = (start + dt.timedelta(milliseconds=i)).isoformat()
+        mids.append(device.publish(topics.sensor_topic(uuid, metric), json.dumps({"value": i, "ts": ts}).encode()))
+    return mids
+
+
+async def _all_acked(device: Any, mids: list[int]) -> bool:
+    return await until(lambda: all(mid in device.pubacks for mid in mids), within=10)
+
+
+async def _stored_values(app: Any) -> list[float]:
+    async with app.state.ctx.sessions() as session:
+        return sorted((await session.scalars(select(Telemetry.value))).all())
+
+
+async def test_readings_sent_while_ingest_is_stopped_are_stored_after_it_restarts(
+        app: Any, broker: Broker, devices: Devices, start_ingest: StartIngest) -> None:
+    first = await start_ingest(client_id="ingest-restart")
+    await first.stop()  # its persistent session stays with the broker
+    (uuid, password), = await devices(1)
+    device = await broker.connect(uuid, password)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    assert await _all_acked(device, _publish_readings(device, uuid, start, 500))
+    assert await _count(app) == 0
+    second = await start_ingest(client_id="ingest-restart")
+    assert await until(lambda: second.pipeline is not None and second.pipeline.stats.stored_readings >= 500, within=10)
+    assert await _stored_values(app) == [float(i) for i in range(500)]
+
+
+async def test_a_crash_mid_batch_loses_nothing_and_stores_nothing_twice(
+        app: Any, broker: Broker, devices: Devices, start_ingest: StartIngest) -> None:
+    """Ingest dies without writing its pending batch (no PUBACKs sent): the broker redelivers those messages."""
+    first = await start_ingest(client_id="ingest-crash", settings=None)
+    assert first.pipeline is not None
+    first.pipeline.flush_interval = 3600  # nothing gets written until we crash it
+    first.pipeline.batch_size = 10**6
+    (uuid, password), = await devices(1)
+    device = await broker.connect(uuid, password)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    _publish_readings(device, uuid, start, 300)
+    assert await until(lambda: first.pipeline is not None and first.pipeline.pending == 300)
+    await first.crash()
+    assert await _count(app) == 0
+    second = await start_ingest(client_id="ingest-crash")
+    assert await until(lambda: second.pipeline is not None and second.pipeline.stats.stored_readings >= 300, within=10)
+    assert await _stored_values(app) == [float(i) for i in range(300)]
+
+
+async def test_two_workers_share_the_subscription_and_store_each_reading_once(
+        app: Any, broker: Broker, devices: Devices, start_ingest: StartIngest) -> None:
+    workers = [await start_ingest(client_id="ingest-a"), await start_ingest(client_id="ingest-b")]
+    made = await devices(4)
+    start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    for n, (uuid, password) in enumerate(made):
+        device = await broker.connect(uuid, password)
+        assert await _all_acked(device, _publish_readings(device, uuid, start, 100, metric=f"m{n}"))
+    assert await until(lambda: sum(w.pipeline.stats.stored_readings for w in workers if w.pipeline) >= 400,
+                       within=10)
+    assert all(w.pipeline is not None and w.pipeline.stats.received > 0 for w in workers)
+    assert await _count(app) == 400

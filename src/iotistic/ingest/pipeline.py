@@ -1,11 +1,15 @@
-"""From decoded messages to committed batches: the heart of ingest, independent of how messages arrive.
+"""From MQTT messages to committed batches: the heart of ingest, independent of how messages arrive.
 
-`handle(topic, payload)` returns once the message is durably stored (or deliberately dropped), so the MQTT
-side acknowledges a QoS 1 message only then: whatever was not acknowledged is redelivered by the broker after
-a crash or a restart, and nothing is lost. Messages wait in the current batch until it holds `batch_size`
-messages or `flush_interval` has passed; one writer task commits batches one after the other while the next
-one fills. A failed write (database away) is retried with backoff, holding the acknowledgements: the broker
-stops sending when its in-flight window is full, which is the back-pressure we want.
+`submit(topic, payload, ack)` takes a message; `ack` is called once the message is durably stored, or at once
+when it is dropped as bad. The MQTT side acknowledges a QoS 1 message only then, so whatever was not
+acknowledged is redelivered by the broker after a crash or a restart, and nothing is lost. Messages wait in the
+current batch until it holds `batch_size` messages or `flush_interval` has passed; one writer task commits
+batches one after the other while the next one fills. A failed write (database away) is retried with backoff,
+holding the acknowledgements: the broker stops sending once its in-flight window is full, which is the
+back-pressure we want.
+
+`submit` is synchronous on purpose: at tens of thousands of messages a second, a task or a future per message
+would cost more than decoding and batching it.
 """
 
 from __future__ import annotations
@@ -15,15 +19,17 @@ import datetime as dt
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from iotistic.core.db import utcnow
 from iotistic.core.schemas.telemetry import BadPayload
 from iotistic.core.tasks import cancel_and_wait
-from iotistic.ingest.devices import DeviceDirectory
+from iotistic.ingest.devices import DeviceDirectory, Missing
 from iotistic.ingest.live import LiveBus, LiveReading
 from iotistic.ingest.messages import (
     LogsMessage,
+    Message,
     MetricsMessage,
     SensorMessage,
     StateMessage,
@@ -38,6 +44,8 @@ BAD_PAYLOAD_LOG_SECONDS = 60.0
 PRESENCE_WRITE_SECONDS = 10.0
 _AGENT_METRICS = ("cpu", "memory", "memory_total", "storage", "storage_total", "temperature", "uptime")
 
+Ack = Callable[[], None]
+
 
 @dataclass
 class IngestStats:
@@ -48,6 +56,7 @@ class IngestStats:
     write_failures: int = 0
     rejected: Counter[str] = field(default_factory=Counter)  # reason -> count
     last_batch_seconds: float = 0.0
+    write_seconds: float = 0.0  # time spent committing batches, in all
 
 
 class IngestPipeline:
@@ -61,26 +70,27 @@ class IngestPipeline:
         self.retention_days = retention_days
         self.stats = IngestStats()
         self._batch = Batch()
-        self._done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._acks: list[Ack] = []
         self._live: list[LiveReading] = []
         self._full = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
+        self._lookups: set[asyncio.Task[None]] = set()
         self._warned: dict[str, float] = {}
-        self._closing = False
-        self._released: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._presence_written: dict[int, float] = {}
+        self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
     def start(self) -> None:
         self._writer = asyncio.create_task(self._write_loop(), name="ingest-writer")
 
     async def close(self, wait_seconds: float = 30.0) -> None:
-        """Stop taking messages and write the pending batch, so what arrived so far gets acknowledged.
+        """Stop taking messages and commit the pending batch, so what arrived so far gets acknowledged.
 
-        Messages arriving from now on are neither stored nor acknowledged: they wait in `handle` until
-        `release()`, which the MQTT side calls after it disconnected, so the broker redelivers them later.
+        Messages submitted from now on are neither stored nor acknowledged: the broker redelivers them later.
         """
         self._closing = True
+        for task in list(self._lookups):
+            await cancel_and_wait(task)
         self._full.set()
         if self._writer is None:
             return
@@ -91,40 +101,59 @@ class IngestPipeline:
         await cancel_and_wait(self._writer)
         self._writer = None
 
-    def release(self) -> None:
-        """Let the handlers that arrived after `close()` return (their connection is gone: nothing is acked)."""
-        if not self._released.done():
-            self._released.set_result(None)
+    def abandon(self) -> None:
+        """Stop at once, dropping the pending batch unwritten and unacknowledged (a crash, for tests)."""
+        self._closing = True
+        for task in [*self._lookups, self._writer]:
+            if task is not None:
+                task.cancel()
+        self._writer = None
+        self._batch, self._acks, self._live = Batch(), [], []
+
+    @property
+    def pending(self) -> int:
+        """Messages taken but not yet committed (nor acknowledged)."""
+        return self._batch.messages
 
     # -- the hot path ---------------------------------------------------------------------------------------------
-    async def handle(self, topic: str, payload: bytes) -> None:
-        """Store one message; returns when it is committed, dropped as bad, or ingest is stopping."""
+    def submit(self, topic: str, payload: bytes, ack: Ack | None) -> None:
+        """Take one message; `ack` runs once it is committed, or at once when it is dropped."""
         if self._closing:
-            await asyncio.shield(self._released)
             return
         self.stats.received += 1
         now = utcnow()
         try:
             message = decode(topic, payload, now)
         except BadPayload as exc:
-            self._reject(topic, "bad_payload", str(exc))
+            self._reject(topic, "bad_payload", str(exc), ack)
             return
+        device_id = self.devices.cached(message.device_uuid)
+        if isinstance(device_id, Missing):  # registered since the directory was read: one query, off the hot path
+            task = asyncio.create_task(self._add_after_lookup(topic, message, now, ack))
+            self._lookups.add(task)
+            task.add_done_callback(self._lookups.discard)
+            return
+        self._add(topic, message, device_id, now, ack)
+
+    async def _add_after_lookup(self, topic: str, message: Message, now: dt.datetime, ack: Ack | None) -> None:
         device_id = await self.devices.lookup(message.device_uuid)
-        if self._closing:  # closed while we looked the device up: the writer is gone
-            await asyncio.shield(self._released)
-            return
+        if not self._closing:
+            self._add(topic, message, device_id, now, ack)
+
+    def _add(self, topic: str, message: Message, device_id: int | None, now: dt.datetime, ack: Ack | None) -> None:
         if device_id is None:
-            self._reject(topic, "unknown_device", "device unknown or disabled")
+            self._reject(topic, "unknown_device", "device unknown or disabled", ack)
             return
         batch = self._batch
         if isinstance(message, SensorMessage):
             oldest = now - dt.timedelta(days=self.retention_days)
-            readings = [r for r in message.readings if r.ts >= oldest]
-            if len(readings) < len(message.readings):
-                self._reject(topic, "expired", f"reading older than the plan's {self.retention_days}-day retention")
-            for r in readings:
+            uuid = message.device_uuid
+            for r in message.readings:
+                if r.ts < oldest:
+                    self.stats.rejected["expired"] += 1
+                    continue
                 batch.add_reading(device_id, r.metric, r.ts, r.value, r.unit)
-                self._live.append(LiveReading(message.device_uuid, r.metric, r.ts, r.value, r.unit))
+                self._live.append(LiveReading(uuid, r.metric, r.ts, r.value, r.unit))
         elif isinstance(message, MetricsMessage):
             m = message.metrics
             batch.metrics.append((device_id, m, now))
@@ -142,10 +171,10 @@ class IngestPipeline:
         if not (isinstance(message, StatusMessage) and not message.online):
             self._note_presence(batch, device_id, now)
         batch.messages += 1
+        if ack is not None:
+            self._acks.append(ack)
         if batch.messages >= self.batch_size:
             self._full.set()
-        done = self._done
-        await asyncio.shield(done)  # a cancelled handler (connection lost) must not cancel the batch
 
     def _note_presence(self, batch: Batch, device_id: int, now: dt.datetime) -> None:
         mono = time.monotonic()
@@ -153,8 +182,11 @@ class IngestPipeline:
             self._presence_written[device_id] = mono
             batch.seen[device_id] = now
 
-    def _reject(self, topic: str, reason: str, detail: str) -> None:
+    def _reject(self, topic: str, reason: str, detail: str, ack: Ack | None) -> None:
+        """Count and drop (and acknowledge: a bad message redelivered stays bad)."""
         self.stats.rejected[reason] += 1
+        if ack is not None:
+            ack()
         parts = topic.split("/", 3)
         who = parts[2] if len(parts) > 2 else topic
         now = time.monotonic()
@@ -180,9 +212,8 @@ class IngestPipeline:
                 return
 
     async def _commit_current(self) -> None:
-        batch, done, live = self._batch, self._done, self._live
-        self._batch, self._live = Batch(), []
-        self._done = asyncio.get_running_loop().create_future()
+        batch, acks, live = self._batch, self._acks, self._live
+        self._batch, self._acks, self._live = Batch(), [], []
         delay = 0.1
         while True:
             started = time.perf_counter()
@@ -191,16 +222,18 @@ class IngestPipeline:
                 break
             except Exception as exc:
                 self.stats.write_failures += 1
+                first_line = str(exc).splitlines()[0][:200] if str(exc) else ""
                 log.warning("ingest: writing a batch of %d messages failed (%s: %s); retrying in %.1f s",
-                            batch.messages, type(exc).__name__, str(exc).splitlines()[0][:200] if str(exc) else "",
-                            delay)
+                            batch.messages, type(exc).__name__, first_line, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
         self.stats.last_batch_seconds = time.perf_counter() - started
+        self.stats.write_seconds += self.stats.last_batch_seconds
         self.stats.batches += 1
         self.stats.stored_messages += batch.messages
         self.stats.stored_readings += len(batch.readings)
-        done.set_result(None)
+        for ack in acks:
+            ack()
         if live and self.live is not None:
             try:
                 await self.live.publish(live)

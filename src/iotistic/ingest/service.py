@@ -2,10 +2,15 @@
 
 The subscription is shared (`$share/<group>/...`, MQTT v5) so several workers split the load, and the session
 is persistent (clean start off, no expiry) under a stable client id: while a worker is stopped, the broker
-queues its share of the readings and hands them over when it returns. Acknowledgements are sent only once a
-message is committed (`optimistic_acknowledgement=False`: gmqtt sends the PUBACK when our coroutine returns).
-The broker's in-flight window for this client is `receive_maximum`; it bounds what sits in memory unacknowledged
-and is what lets a batch fill up.
+queues its share of the readings and hands them over when it returns. The broker's in-flight window for this
+client is `receive_maximum`; it bounds what sits in memory unacknowledged and is what lets a batch fill up.
+
+A QoS 1 message is acknowledged only once it is committed. gmqtt can do that itself
+(`optimistic_acknowledgement=False`), but only by running a coroutine per message and sending the PUBACK when it
+returns; measured here that task per message cost more than everything else ingest does with it. So this client's
+QoS 1 handler is replaced by `_AckAfterCommit`, which hands the message to the pipeline with a callback that sends
+the PUBACK after the batch commits. It relies on two internals of gmqtt 0.8 (`_handle_qos_1_publish_packet` and
+`_send_puback` of the package handler); the pin in pyproject.toml and the restart-without-loss tests guard it.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from iotistic.core.tasks import cancel_and_wait
 from iotistic.core.topics import INGEST_FILTERS
 from iotistic.ingest.devices import DeviceDirectory
 from iotistic.ingest.live import LiveBus
-from iotistic.ingest.partitions import apply_retention, retention_days
+from iotistic.ingest.partitions import apply_retention, ensure_partitions, retention_days
 from iotistic.ingest.pipeline import IngestPipeline
 from iotistic.ingest.store import TelemetryStore
 
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 RECEIVE_MAXIMUM = 20_000  # messages in flight to one worker: a few batches' worth
 RETENTION_EVERY_SECONDS = 3600.0
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF
+PARTITIONS_AHEAD = 2  # days made in advance, so a write at midnight does not wait for DDL
 
 
 class _ClosedSocketWrites(logging.Filter):
@@ -46,6 +52,33 @@ class _ClosedSocketWrites(logging.Filter):
 
 
 logging.getLogger("gmqtt.mqtt.protocol").addFilter(_ClosedSocketWrites())
+
+
+class _AckAfterCommit:
+    """Takes over a gmqtt client's QoS 1 deliveries: each goes to the pipeline with its PUBACK as the callback.
+
+    A PUBACK is only sent on the connection the message came in on. After a reconnect the broker redelivers
+    what we had not acknowledged (same session); the old callbacks then do nothing, and the redelivered copies
+    are stored as no-ops (the readings' key) and acknowledged on the new connection.
+    """
+
+    def __init__(self, client: Any, pipeline: IngestPipeline) -> None:
+        self.handler = client._package_handler
+        self.pipeline = pipeline
+        self.generation = 0
+        self.handler._handle_qos_1_publish_packet = self._on_qos1
+
+    def new_connection(self) -> None:
+        self.generation += 1
+
+    def _on_qos1(self, mid: int, payload: bytes, topic: str, _properties: Any) -> None:
+        generation = self.generation
+
+        def ack() -> None:
+            if generation == self.generation:
+                self.handler._send_puback(mid)
+
+        self.pipeline.submit(topic, payload, ack)
 
 
 def default_client_id() -> str:
@@ -85,6 +118,7 @@ class IngestService:
         from gmqtt.mqtt.constants import MQTTv50, MQTTv311
 
         await self.devices.reload()
+        await self.run_retention()
         days = await self.refresh_retention()
         self.pipeline = IngestPipeline(self.store, self.devices, self.live, batch_size=self.settings.ingest_batch_size,
                                        flush_interval=self.settings.ingest_flush_ms / 1000, retention_days=days)
@@ -97,14 +131,15 @@ class IngestService:
         client.set_auth_credentials(self.username, self.password)
         client.set_config({"reconnect_retries": -1, "reconnect_delay": 2})
         pipeline = self.pipeline
+        acks = _AckAfterCommit(client, pipeline)
 
-        async def on_message(_client: Any, topic: str, payload: bytes, _qos: int, _properties: Any) -> int:
-            await pipeline.handle(topic, payload)
-            return 0  # PUBACK: success
+        def on_message(_client: Any, topic: str, payload: bytes, _qos: int, _properties: Any) -> None:
+            pipeline.submit(topic, payload, None)  # QoS 0: nothing to acknowledge (QoS 1 goes to `acks`)
 
         subscriptions = [Subscription(f, qos=1) for f in self.filters()]
 
         def on_connect(_client: Any, _flags: Any, _rc: Any, _properties: Any) -> None:
+            acks.new_connection()
             # Also after every reconnect: a broker that lost its state (no persistence) forgot our subscriptions.
             client.subscribe(subscriptions)
             self._connected.set()
@@ -135,8 +170,20 @@ class IngestService:
                 await asyncio.wait_for(self._client.disconnect(), timeout=10)
             except (TimeoutError, OSError) as exc:
                 log.warning("ingest: disconnect did not complete cleanly: %s", type(exc).__name__)
+        await self.devices.close()
+
+    async def crash(self) -> None:
+        """Die as a killed process would: drop the connection without writing or acknowledging anything.
+        For tests of what the broker's persistent session guarantees; never used in normal operation."""
+        self._stopping = True
+        await cancel_and_wait(self._retention_task)
         if self.pipeline is not None:
-            self.pipeline.release()
+            self.pipeline.abandon()
+        if self._client is not None:
+            self._client._is_active = False  # no reconnect
+            self._client._connection._transport.abort()
+            self._client = None
+        await self.devices.close()
 
     @property
     def connected(self) -> bool:
@@ -155,16 +202,20 @@ class IngestService:
         return days
 
     async def run_retention(self, today: dt.date | None = None) -> int:
+        """Drop what the plan no longer keeps; make the next days' partitions before readings need them."""
         days = await self.refresh_retention()
+        today = today or utcnow().date()
         async with self.engine.begin() as conn:
-            removed = await apply_retention(conn, today or utcnow().date(), days)
+            removed = await apply_retention(conn, today, days)
         self.store.forget_partitions()
+        async with self.engine.begin() as conn:
+            await ensure_partitions(conn, [today + dt.timedelta(days=n) for n in range(PARTITIONS_AHEAD + 1)])
         return removed
 
     async def _retention_loop(self) -> None:
         while True:
+            await asyncio.sleep(RETENTION_EVERY_SECONDS)
             try:
                 await self.run_retention()
             except Exception as exc:  # database away: try again next round
                 log.warning("ingest: retention pass failed: %s", type(exc).__name__)
-            await asyncio.sleep(RETENTION_EVERY_SECONDS)
