@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from iotistic.agent.control import Control
     from iotistic.agent.settings import AgentSettings
     from iotistic.core.settings import CloudSettings
+    from iotistic.simulator.run import Counters
 
 app = typer.Typer(
     name="iotistic",
@@ -261,8 +262,10 @@ def _same_database_hint() -> str:
     return f"(from {Path.cwd()}, so it uses the same database under ./.iotistic/)"
 
 
-def _serve(settings: CloudSettings, host: str, port: int, *, mqtt_port: int | None = None) -> None:
-    """Serve the API; with `mqtt_port`, the embedded MQTT broker too, in the same process and event loop."""
+def _serve(settings: CloudSettings, host: str, port: int, *, mqtt_port: int | None = None,
+           demo_devices: int = 0) -> None:
+    """Serve the API; with `mqtt_port`, the embedded MQTT broker too, in the same process and event loop; with
+    `demo_devices`, that many simulated devices as well."""
     import uvicorn
 
     from iotistic.cloud.app import create_app
@@ -278,27 +281,36 @@ def _serve(settings: CloudSettings, host: str, port: int, *, mqtt_port: int | No
     # log_config=None: uvicorn's loggers propagate to the root JSON handler set by configure_logging.
     config = uvicorn.Config(application, host=host, port=port, log_config=None, proxy_headers=True,
                             server_header=False)
-    if mqtt_port is None:
+    if mqtt_port is None and not demo_devices:
         uvicorn.Server(config).run()
         return
-    asyncio.run(_serve_with_broker(settings, uvicorn.Server(config), host, mqtt_port))
+    asyncio.run(_serve_with_broker(settings, uvicorn.Server(config), host, mqtt_port, demo_devices))
 
 
-async def _serve_with_broker(settings: CloudSettings, server: Any, host: str, mqtt_port: int) -> None:
+async def _serve_with_broker(settings: CloudSettings, server: Any, host: str, mqtt_port: int | None,
+                             demo_devices: int = 0) -> None:
     from iotistic.embedded_broker import start_embedded_broker
 
-    try:
-        broker = await start_embedded_broker(settings, host, mqtt_port)
-    except OSError as exc:  # the port is taken, e.g. by a Mosquitto already running
-        err.print(f"warning: embedded MQTT broker not started on {host}:{mqtt_port}: {exc.strerror or exc}")
-        await server.serve()
-        return
-    out.print(f"  MQTT:      {broker.url} (embedded broker; devices log in with their MQTT credentials)")
-    sys.stdout.flush()
+    broker = None
+    if mqtt_port is not None:
+        try:
+            broker = await start_embedded_broker(settings, host, mqtt_port)
+        except OSError as exc:  # the port is taken, e.g. by a Mosquitto already running
+            err.print(f"warning: embedded MQTT broker not started on {host}:{mqtt_port}: {exc.strerror or exc}")
+        else:
+            out.print(f"  MQTT:      {broker.url} (embedded broker; devices log in with their MQTT credentials)")
+            sys.stdout.flush()
+    demo_stop = asyncio.Event()
+    demo = (asyncio.create_task(_run_demo(settings, server, f"http://{_browse_host(host)}:{server.config.port}",
+                                          demo_devices, demo_stop)) if demo_devices else None)
     try:
         await server.serve()
     finally:
-        await broker.stop()
+        demo_stop.set()
+        if demo is not None:
+            await demo  # the devices publish `offline` and disconnect while the broker still runs
+        if broker is not None:
+            await broker.stop()
 
 
 HostOption = Annotated[str, typer.Option("--host", help="Address to listen on.")]
@@ -313,6 +325,11 @@ def up(
     port: PortOption = 3002,
     mqtt_port: Annotated[int, typer.Option("--mqtt-port", min=0, max=65535,
                                            help="Port of the embedded MQTT broker; 0: none.")] = 1883,
+    demo: Annotated[bool, typer.Option(
+        "--demo", help="Also run simulated BME688 devices, registered through the API with a provisioning key "
+                       "made at start (reused on the next start).")] = False,
+    demo_devices: Annotated[int, typer.Option("--demo-devices", min=1, max=100,
+                                              help="How many simulated devices --demo runs.")] = 3,
 ) -> None:
     """Run the platform on its embedded default: migrate the database, then serve the cloud API and an
     in-process MQTT broker enforcing the database's MQTT accounts and ACLs.
@@ -350,7 +367,9 @@ def up(
     else:
         out.print(f"  Users:     {users}")
     out.print("Press Ctrl+C to stop.")
-    _serve(settings, host, port, mqtt_port=mqtt_port or None)
+    if demo:
+        _quiet_mqtt_logs()
+    _serve(settings, host, port, mqtt_port=mqtt_port or None, demo_devices=demo_devices if demo else 0)
 
 
 @app.command()
@@ -558,6 +577,183 @@ def broker_sync(
     if result.signal == SignalOutcome.refused:
         fail(result.signal_detail)
     out.print(result.signal_detail)
+
+
+# The simulator -------------------------------------------------------------------------------------------------
+
+SIMULATE_MAX_DEVICES = 100_000
+SIMULATE_MIN_INTERVAL_MS = 10
+DEFAULT_STATE_FILE = Path(".iotistic") / "simulator-devices.json"
+DEMO_INTERVAL_S = 5.0
+
+
+class MqttVersionChoice(StrEnum):
+    auto = "auto"
+    v5 = "5"
+    v311 = "3.1.1"
+
+
+def _quiet_mqtt_logs() -> None:
+    """gmqtt logs every lost connection with a traceback; the simulator counts them and prints one line instead."""
+    import logging
+
+    logging.getLogger("gmqtt").setLevel(logging.CRITICAL)
+    logging.getLogger("iotistic.simulator").setLevel(logging.ERROR)
+
+
+def _validate_simulate(devices: int, interval_ms: int, duration: float | None, api_url: str,
+                       broker: str | None) -> None:
+    from iotistic.simulator.wire import parse_broker_url
+
+    if not 1 <= devices <= SIMULATE_MAX_DEVICES:
+        fail(f"--devices must be between 1 and {SIMULATE_MAX_DEVICES:,}, not {devices}", EXIT_USAGE)
+    if interval_ms < SIMULATE_MIN_INTERVAL_MS:
+        fail(f"--interval-ms must be at least {SIMULATE_MIN_INTERVAL_MS} ms, not {interval_ms}", EXIT_USAGE)
+    if duration is not None and duration <= 0:
+        fail(f"--duration must be a positive number of seconds, not {duration:g}", EXIT_USAGE)
+    if not api_url.startswith(("http://", "https://")):
+        fail(f"--api must be an http:// or https:// URL, not {api_url!r}", EXIT_USAGE)
+    if broker is not None:
+        try:
+            parse_broker_url(broker)
+        except ValueError as exc:
+            fail(f"--broker: {exc}", EXIT_USAGE)
+
+
+async def _simulate(devices: int, interval_s: float, duration: float | None, api_url: str, key: str | None,
+                    broker: str | None, state_file: Path, version: str, concurrency: int) -> Counters:
+    import signal
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from iotistic.simulator.provision import provision_devices
+    from iotistic.simulator.run import MqttVersion, run_simulation
+
+    with Progress(TextColumn("provisioning devices"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True, disable=not err.is_terminal) as progress:
+        task = progress.add_task("provisioning", total=devices)
+        made = await provision_devices(api_url, devices, key, state_file=state_file, concurrency=concurrency,
+                                       on_progress=lambda done, _total: progress.update(task, completed=done))
+    out.print(f"{len(made)} simulated device(s) ready (credentials in {state_file}); publishing every "
+              f"{interval_s * 1000:g} ms{f' for {duration:g} s' if duration else ' until Ctrl+C'}")
+    sys.stdout.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    started = loop.time()
+
+    def status(counters: Counters) -> None:
+        out.print(f"[{loop.time() - started:7.1f} s] {counters.line()}")
+        sys.stdout.flush()
+
+    return await run_simulation(made, interval_s, duration_s=duration, stop=stop, broker_url=broker,
+                                version=MqttVersion(version), on_status=status,
+                                status_every_s=min(5.0, duration / 2) if duration else 5.0)
+
+
+@app.command()
+def simulate(
+    devices: Annotated[int, typer.Option("--devices", help="How many simulated devices (1-100,000).")] = 10,
+    interval_ms: Annotated[int, typer.Option(
+        "--interval-ms", help="Each device publishes one reading of every metric this often (at least 10 ms).")
+    ] = 5000,
+    api_url: Annotated[str, typer.Option("--api", help="The cloud API the devices register with.")
+                       ] = "http://127.0.0.1:3002",
+    provisioning_key: Annotated[str | None, typer.Option(
+        "--provisioning-key", envvar="IOTISTIC_PROVISIONING_KEY",
+        help="Registers the devices the state file does not hold yet.")] = None,
+    broker: Annotated[str | None, typer.Option(
+        "--broker", help="MQTT broker URL (mqtt://host:port) instead of the one the cloud gives at registration.")
+    ] = None,
+    state_file: Annotated[Path, typer.Option(
+        "--state-file", help="The devices' credentials (JSON, mode 0600); reused on the next run.")
+    ] = DEFAULT_STATE_FILE,
+    duration: Annotated[float | None, typer.Option(
+        "--duration", help="Stop after this many seconds (default: run until Ctrl+C).")] = None,
+    mqtt_version: Annotated[MqttVersionChoice, typer.Option(
+        "--mqtt-version", help="auto asks the broker (MQTT 5, or 3.1.1 for the embedded broker).")
+    ] = MqttVersionChoice.auto,
+    concurrency: Annotated[int, typer.Option("--concurrency", min=1, max=256,
+                                             help="Registrations in flight at once.")] = 16,
+) -> None:
+    """Simulated BME688 sensors: register devices through the cloud API (or reuse those in the state file), then
+    publish temperature, humidity, pressure and gas resistance over MQTT with each device's own credentials.
+
+    Every device publishes `online` (retained) on iot/device/<uuid>/status when it connects and `offline` when it
+    stops (also its last will), and one QoS 1 message per metric on iot/device/<uuid>/sensor/<metric> every
+    interval. A status line (published, acknowledged, errors) is printed every 5 seconds.
+    """
+    _validate_simulate(devices, interval_ms, duration, api_url, broker)
+    _quiet_mqtt_logs()
+    from iotistic.simulator.provision import ProvisioningError
+    from iotistic.simulator.run import SimulatorError
+
+    try:
+        counters = asyncio.run(_simulate(devices, interval_ms / 1000, duration, api_url, provisioning_key, broker,
+                                         state_file, mqtt_version.value, concurrency))
+    except ProvisioningError as exc:
+        missing_key = provisioning_key is None and "no provisioning key" in str(exc)
+        fail(f"{exc}{' (give --provisioning-key or set IOTISTIC_PROVISIONING_KEY)' if missing_key else ''}")
+    except SimulatorError as exc:
+        fail(str(exc))
+    except OSError as exc:
+        fail(f"cannot write the state file {state_file}: {exc.strerror or exc}")
+    out.print(f"stopped: {counters.line()}")
+    if counters.errors:
+        fail(f"{counters.errors} error(s); first: {counters.first_error}")
+
+
+async def _demo_provisioning_key(settings: CloudSettings, devices: int) -> str:
+    """A provisioning key for the demo devices, made through the service layer (valid one hour)."""
+    import datetime as dt
+
+    from iotistic.cloud.services import audit, provisioning
+    from iotistic.core.db import make_engine, make_sessionmaker, utcnow
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            key, secret = await provisioning.create_key(
+                session, fleet=None, max_devices=devices, expires_at=utcnow() + dt.timedelta(hours=1),
+                description="iotistic up --demo: simulated devices", created_by="iotistic up --demo")
+            audit.record(session, actor="iotistic up --demo", action="provisioning_key.created",
+                         target_type="provisioning_key", target_id=key.id, details={"maxDevices": devices})
+            await session.commit()
+            return secret
+    finally:
+        await engine.dispose()
+
+
+async def _run_demo(settings: CloudSettings, server: Any, api_url: str, devices: int, stop: asyncio.Event) -> None:
+    """`up --demo`: once the API answers, register `devices` simulated devices through it (reusing those of the
+    last run, kept in the data dir) and publish their readings until `stop` is set."""
+    from iotistic.simulator.provision import ProvisioningError, provision_devices
+    from iotistic.simulator.run import SimulatorError, run_simulation
+
+    while not server.started:
+        if stop.is_set():
+            return
+        await asyncio.sleep(0.05)
+    try:
+        # The state file sits beside the database: its devices stay valid whatever port the API listens on.
+        made = await provision_devices(api_url, devices, lambda: _demo_provisioning_key(settings, devices),
+                                       state_file=settings.data_dir / "demo-devices.json", check_api_url=False)
+        ready = asyncio.Event()
+        # The broker of this run (the embedded one may listen on another port than when the devices registered).
+        task = asyncio.create_task(run_simulation(made, DEMO_INTERVAL_S, stop=stop,
+                                                  broker_url=settings.mqtt_broker_url,
+                                                  on_connected=lambda _clients: ready.set()))
+        waiter = asyncio.create_task(ready.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if ready.is_set():
+            out.print(f"  Demo:      {len(made)} simulated BME688 device(s) publishing every {DEMO_INTERVAL_S:g} s "
+                      f"on iot/device/<uuid>/sensor/<metric>")
+            sys.stdout.flush()
+        await task
+    except (ProvisioningError, SimulatorError, OSError) as exc:
+        err.print(Text.assemble(("warning: ", "bold yellow"), f"demo devices not started: {exc}"))
 
 
 # The edge agent ---------------------------------------------------------------------------------------------------

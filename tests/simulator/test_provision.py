@@ -134,3 +134,16 @@ async def test_the_api_url_may_end_with_a_slash(app: Any, provisioning_key, tmp_
                                           state_file=tmp_path / "s.json", client=client, concurrency=2)
     assert len(devices) == 2
     assert load_state(tmp_path / "s.json", "http://cloud.test") == devices
+
+
+async def test_a_state_file_kept_beside_the_database_may_follow_the_api_to_another_url(app: Any, provisioning_key,
+                                                                                      provision, tmp_path: Path):
+    first = await provision(2)  # saved for http://testserver
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1:3999") as client:
+        with pytest.raises(ProvisioningError, match="holds devices of"):
+            await provision_devices("http://127.0.0.1:3999", 2, None, state_file=tmp_path / "devices.json",
+                                    client=client)
+        again = await provision_devices("http://127.0.0.1:3999", 2, None, state_file=tmp_path / "devices.json",
+                                        client=client, check_api_url=False)
+    assert again == first

@@ -57,9 +57,9 @@ class SimulatedDevice:
 
 # The state file ---------------------------------------------------------------------------------------------------
 
-def load_state(path: Path, api_url: str) -> list[SimulatedDevice]:
+def load_state(path: Path, api_url: str | None) -> list[SimulatedDevice]:
     """The devices saved for `api_url`; [] when the file does not exist. Raises ProvisioningError when it is
-    unreadable or was written for another cloud API."""
+    unreadable or was written for another cloud API (not checked when `api_url` is None)."""
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -73,7 +73,7 @@ def load_state(path: Path, api_url: str) -> list[SimulatedDevice]:
         devices = [SimulatedDevice.from_json(d) for d in doc["devices"]]
     except ValueError as exc:
         raise ProvisioningError(f"the state file {path} is not a simulator state file: {exc}") from None
-    if _same_api(doc.get("api"), api_url) is False:
+    if api_url is not None and not _same_api(doc.get("api"), api_url):
         raise ProvisioningError(f"the state file {path} holds devices of {doc.get('api')}, not {api_url}: "
                                 f"give another state file")
     return devices
@@ -164,7 +164,7 @@ async def provision_devices(
     api_url: str, count: int, provisioning_key: KeySource = None, *, state_file: Path | None = None,
     concurrency: int = DEFAULT_CONCURRENCY, verify: bool = True, name_prefix: str = "sim",
     device_type: str = DEFAULT_DEVICE_TYPE, on_progress: Progress | None = None,
-    client: httpx.AsyncClient | None = None, timeout_s: float = 30.0,
+    client: httpx.AsyncClient | None = None, timeout_s: float = 30.0, check_api_url: bool = True,
 ) -> list[SimulatedDevice]:
     """`count` simulated devices: the state file's first ones (verified against the API unless `verify=False`;
     those the cloud no longer knows are dropped) plus newly registered ones, `concurrency` requests at a time.
@@ -172,12 +172,14 @@ async def provision_devices(
     The state file is rewritten with every device it held or that was registered, also when registering fails
     part-way (so the devices made are not lost), and keeps entries beyond `count` for later runs.
     `client` (its base URL must be `api_url`) replaces the HTTP client made here, e.g. an ASGI transport in tests.
+    `check_api_url=False` accepts a state file written for another URL of the API (one kept beside the database,
+    as `iotistic up --demo` does, whose port may change between runs).
     """
     if count < 0:
         raise ValueError("count must not be negative")
     if concurrency < 1:
         raise ValueError("concurrency must be at least 1")
-    saved = load_state(state_file, api_url) if state_file is not None else []
+    saved = load_state(state_file, api_url if check_api_url else None) if state_file is not None else []
     own_client = client is None
     http = client or httpx.AsyncClient(base_url=api_url, timeout=timeout_s,
                                        limits=httpx.Limits(max_connections=concurrency))
