@@ -51,6 +51,11 @@ app.add_typer(agent_app, name="agent")
 broker_app = typer.Typer(help="The MQTT broker (Mosquitto): make it enforce the accounts and ACLs in the database.",
                          no_args_is_help=True)
 app.add_typer(broker_app, name="broker")
+ingest_app = typer.Typer(
+    help="Telemetry ingest: `iotistic ingest` runs a worker (MQTT -> database + live stream).",
+    invoke_without_command=True,
+)
+app.add_typer(ingest_app, name="ingest")
 
 # soft_wrap: never break a line (commands shown to the user must stay copy-pastable when piped).
 out = Console(soft_wrap=True, highlight=False)
@@ -577,6 +582,64 @@ def broker_sync(
     if result.signal == SignalOutcome.refused:
         fail(result.signal_detail)
     out.print(result.signal_detail)
+
+
+# Ingest --------------------------------------------------------------------------------------------------------
+
+@ingest_app.callback(invoke_without_command=True)
+def ingest(ctx: typer.Context) -> None:
+    """Run an ingest worker until SIGTERM or Ctrl+C: a shared MQTT v5 subscription to every device's telemetry,
+    written in batches to the database and streamed live (Redis when REDIS_URL is set).
+
+    Broker: MQTT_BROKER_URL. Account: INGEST_MQTT_USERNAME and INGEST_MQTT_PASSWORD (see `create-account`);
+    without them the worker keeps an account of its own (fine for one worker). Give each worker a stable
+    INGEST_CLIENT_ID (its persistent session at the broker).
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    _cloud_imports_available()
+    settings = _load_settings()
+    from iotistic.cloud.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    _require_migrated(settings)
+    from iotistic.ingest.runner import run_service
+
+    try:
+        asyncio.run(run_service(settings))
+    except _db_errors() as exc:
+        fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
+
+
+@ingest_app.command("create-account")
+def ingest_create_account(
+    username: Annotated[str, typer.Option("--username", help="Name of the new MQTT service account.")] = "ingest",
+) -> None:
+    """Create the MQTT service account ingest workers share (read on iot/device/+/#) and print its password
+    once, for INGEST_MQTT_USERNAME / INGEST_MQTT_PASSWORD."""
+    _cloud_imports_available()
+    settings = _load_settings()
+    _require_migrated(settings)
+    from iotistic.cloud.errors import ApiError
+    from iotistic.core.db import make_engine
+    from iotistic.ingest.account import create_account
+
+    async def create() -> str:
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            return await create_account(engine, username)
+        finally:
+            await engine.dispose()
+
+    try:
+        password = asyncio.run(create())
+    except ApiError as exc:
+        fail(exc.message, EXIT_FAILED)
+    except _db_errors() as exc:
+        fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
+    out.print(f"INGEST_MQTT_USERNAME={username}")
+    out.print(f"INGEST_MQTT_PASSWORD={password}")
+    err.print("The password is shown only now; store it in your secret store.")
 
 
 # The simulator -------------------------------------------------------------------------------------------------
