@@ -21,15 +21,18 @@ def format_ts(at: dt.datetime) -> str:
     return at.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{at.astimezone(dt.UTC).microsecond // 1000:03d}Z"
 
 
-def sensor_payload(metric: str, value: float, at: dt.datetime) -> bytes:
-    """`{"value": 21.5, "unit": "°C", "ts": "...Z"}` as UTF-8 JSON (see `iotistic.core.topics`)."""
-    return json.dumps({"value": value, "unit": UNITS[metric], "ts": format_ts(at)}, ensure_ascii=False,
+def sensor_payload(metric: str, value: float, at: dt.datetime | str) -> bytes:
+    """`{"value": 21.5, "unit": "°C", "ts": "...Z"}` as UTF-8 JSON (see `iotistic.core.topics`); `at` may be
+    already formatted by `format_ts` (a sample's metrics share it)."""
+    ts = at if isinstance(at, str) else format_ts(at)
+    return json.dumps({"value": value, "unit": UNITS[metric], "ts": ts}, ensure_ascii=False,
                       separators=(",", ":")).encode()
 
 
 def sample_messages(device_uuid: str, sample: Sample, at: dt.datetime) -> list[tuple[str, bytes]]:
     """One (topic, payload) per metric of `sample`, all stamped `at`."""
-    return [(sensor_topic(device_uuid, metric), sensor_payload(metric, value, at))
+    ts = format_ts(at)
+    return [(sensor_topic(device_uuid, metric), sensor_payload(metric, value, ts))
             for metric, value in sample.values().items()]
 
 
