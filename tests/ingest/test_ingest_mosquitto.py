@@ -168,3 +168,36 @@ async def test_two_workers_share_the_subscription_and_store_each_reading_once(
                        within=10)
     assert all(w.pipeline is not None and w.pipeline.stats.received > 0 for w in workers)
     assert await _count(app) == 400
+
+
+async def test_each_reading_also_goes_to_the_devices_redis_stream(
+        app: Any, broker: Broker, devices: Devices, start_ingest: StartIngest) -> None:
+    import redis.asyncio as aioredis
+
+    from iotistic.ingest.live import RedisBus, stream_key
+
+    bus = RedisBus("redis://127.0.0.1:6379/0", maxlen=100)
+    await start_ingest(live=bus)
+    (uuid, password), = await devices(1)
+    r = aioredis.Redis.from_url("redis://127.0.0.1:6379/0", decode_responses=True)
+    try:
+        device = await broker.connect(uuid, password)
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)
+        assert await _all_acked(device, _publish_readings(device, uuid, start, 250))
+
+        async def newest() -> dict[str, str]:
+            entries = await r.xrevrange(stream_key(uuid), count=1)
+            return entries[0][1] if entries else {}
+
+        for _ in range(200):  # the last batch is committed, then published
+            if (await newest()).get("value") == "249.0":
+                break
+            await asyncio.sleep(0.05)
+        assert (await newest())["metric"] == "temperature" and float((await newest())["value"]) == 249.0
+        values = [float(fields["value"]) for _id, fields in await r.xrange(stream_key(uuid))]
+        assert 100 <= len(values) < 250  # capped (approximately: MAXLEN ~ trims whole nodes)
+        assert values == [float(v) for v in range(250 - len(values), 250)]  # the newest, in order
+    finally:
+        await r.delete(stream_key(uuid))
+        await r.aclose()
+        await bus.close()

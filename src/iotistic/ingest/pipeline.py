@@ -75,6 +75,8 @@ class IngestPipeline:
         self._full = asyncio.Event()
         self._writer: asyncio.Task[None] | None = None
         self._lookups: set[asyncio.Task[None]] = set()
+        # Messages of a device being looked up, in arrival order (its status changes must not swap places).
+        self._waiting: dict[str, list[tuple[str, Message, dt.datetime, Ack | None]]] = {}
         self._warned: dict[str, float] = {}
         self._presence_written: dict[int, float] = {}
         self._closing = False
@@ -127,18 +129,28 @@ class IngestPipeline:
         except BadPayload as exc:
             self._reject(topic, "bad_payload", str(exc), ack)
             return
-        device_id = self.devices.cached(message.device_uuid)
+        uuid = message.device_uuid
+        waiting = self._waiting.get(uuid)
+        if waiting is not None:  # its device is being looked up: keep the device's messages in order
+            waiting.append((topic, message, now, ack))
+            return
+        device_id = self.devices.cached(uuid)
         if isinstance(device_id, Missing):  # registered since the directory was read: one query, off the hot path
-            task = asyncio.create_task(self._add_after_lookup(topic, message, now, ack))
+            self._waiting[uuid] = [(topic, message, now, ack)]
+            task = asyncio.create_task(self._add_after_lookup(uuid))
             self._lookups.add(task)
             task.add_done_callback(self._lookups.discard)
             return
         self._add(topic, message, device_id, now, ack)
 
-    async def _add_after_lookup(self, topic: str, message: Message, now: dt.datetime, ack: Ack | None) -> None:
-        device_id = await self.devices.lookup(message.device_uuid)
+    async def _add_after_lookup(self, uuid: str) -> None:
+        try:
+            device_id = await self.devices.lookup(uuid)
+        finally:
+            waiting = self._waiting.pop(uuid, [])
         if not self._closing:
-            self._add(topic, message, device_id, now, ack)
+            for topic, message, now, ack in waiting:
+                self._add(topic, message, device_id, now, ack)
 
     def _add(self, topic: str, message: Message, device_id: int | None, now: dt.datetime, ack: Ack | None) -> None:
         if device_id is None:

@@ -63,19 +63,16 @@ class _AckAfterCommit:
     """
 
     def __init__(self, client: Any, pipeline: IngestPipeline) -> None:
+        self.client = client
         self.handler = client._package_handler
         self.pipeline = pipeline
-        self.generation = 0
         self.handler._handle_qos_1_publish_packet = self._on_qos1
 
-    def new_connection(self) -> None:
-        self.generation += 1
-
     def _on_qos1(self, mid: int, payload: bytes, topic: str, _properties: Any) -> None:
-        generation = self.generation
+        connection = self.client._connection
 
         def ack() -> None:
-            if generation == self.generation:
+            if self.client._connection is connection and not connection.is_closing():
                 self.handler._send_puback(mid)
 
         self.pipeline.submit(topic, payload, ack)
@@ -131,7 +128,7 @@ class IngestService:
         client.set_auth_credentials(self.username, self.password)
         client.set_config({"reconnect_retries": -1, "reconnect_delay": 2})
         pipeline = self.pipeline
-        acks = _AckAfterCommit(client, pipeline)
+        _AckAfterCommit(client, pipeline)
 
         def on_message(_client: Any, topic: str, payload: bytes, _qos: int, _properties: Any) -> None:
             pipeline.submit(topic, payload, None)  # QoS 0: nothing to acknowledge (QoS 1 goes to `acks`)
@@ -139,7 +136,6 @@ class IngestService:
         subscriptions = [Subscription(f, qos=1) for f in self.filters()]
 
         def on_connect(_client: Any, _flags: Any, _rc: Any, _properties: Any) -> None:
-            acks.new_connection()
             # Also after every reconnect: a broker that lost its state (no persistence) forgot our subscriptions.
             client.subscribe(subscriptions)
             self._connected.set()
