@@ -11,7 +11,8 @@ from iotistic.core.db import make_engine
 
 
 def _diff(connection: Connection) -> list[object]:
-    context = MigrationContext.configure(connection, opts={"compare_type": True, "include_object": managed_by_migrations})
+    opts = {"compare_type": True, "include_object": managed_by_migrations}
+    context = MigrationContext.configure(connection, opts=opts)
     return list(compare_metadata(context, Base.metadata))
 
 
