@@ -23,6 +23,7 @@ from iotistic.cloud.routers import (
     mqtt,
     ops,
     provisioning_keys,
+    telemetry,
     users,
 )
 from iotistic.cloud.services.device_cache import DeviceAuthCache, DeviceChangeListener, install_invalidation
@@ -32,7 +33,7 @@ from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.security import configure_password_hashing
 from iotistic.core.settings import CloudSettings
 
-ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt)
+ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry)
 
 
 def create_app(settings: CloudSettings) -> FastAPI:
