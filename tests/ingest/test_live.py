@@ -186,3 +186,14 @@ async def test_make_live_bus_picks_redis_only_when_configured(tmp_path, license_
     bus = make_live_bus(with_redis)
     assert isinstance(bus, RedisBus) and bus._maxlen == 50
     await bus.close()
+
+
+async def test_joining_a_watched_device_starts_at_the_join(buses):
+    a = buses.devices()
+    async with buses.subscriber.subscribe([a]) as first:
+        await buses.publisher.publish([reading(a, 1), reading(a, 2)])
+        async with buses.subscriber.subscribe([a]) as second:
+            await buses.publisher.publish([reading(a, 3)])
+            assert await next_reading(second) == reading(a, 3)
+            await assert_nothing_more(second)
+        assert [await next_reading(first) for _ in range(3)] == [reading(a, 1), reading(a, 2), reading(a, 3)]

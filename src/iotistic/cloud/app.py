@@ -20,6 +20,7 @@ from iotistic.cloud.routers import (
     devices,
     fleets,
     license,
+    live,
     mqtt,
     ops,
     provisioning_keys,
@@ -32,8 +33,9 @@ from iotistic.cloud.services.presence import PresenceTracker
 from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.security import configure_password_hashing
 from iotistic.core.settings import CloudSettings
+from iotistic.ingest.live import make_live_bus
 
-ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry)
+ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry, live)
 
 
 def create_app(settings: CloudSettings) -> FastAPI:
@@ -61,6 +63,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
         device_cache=device_cache,
         presence=PresenceTracker(engine),
         device_listener=listener,
+        live=make_live_bus(settings),
     )
 
     @asynccontextmanager
@@ -74,6 +77,7 @@ def create_app(settings: CloudSettings) -> FastAPI:
             if listener is not None:
                 await listener.stop()
             await ctx.presence.stop()
+            await ctx.live.close()
             await engine.dispose()
 
     app = FastAPI(

@@ -10,6 +10,7 @@ from iotistic.cloud.services.device_cache import DeviceAuthCache, DeviceChangeLi
 from iotistic.cloud.services.license import LicenseService
 from iotistic.cloud.services.presence import PresenceTracker
 from iotistic.core.settings import CloudSettings
+from iotistic.ingest.live import LiveBus
 
 
 @dataclass
@@ -23,3 +24,4 @@ class CloudContext:
     device_cache: DeviceAuthCache
     presence: PresenceTracker
     device_listener: DeviceChangeListener | None
+    live: LiveBus  # fresh readings for /ws (in-process, or Redis Streams when REDIS_URL is set)

@@ -60,17 +60,21 @@ def client_ip(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
-async def current_user(request: Request, creds: BearerCreds, ctx: Ctx, session: Session) -> Principal:
-    if creds is None or creds.scheme.lower() != "bearer":
-        raise unauthorized()
-    claims = decode_access_token(ctx.jwt_secret, creds.credentials)
+async def authenticate(ctx: CloudContext, session: AsyncSession, token: str, ip: str | None) -> Principal:
+    """The user behind an access token, or 401. Shared by HTTP routes and the WebSocket's auth message."""
+    claims = decode_access_token(ctx.jwt_secret, token)
     if claims is None:
         raise unauthorized("access token invalid or expired")
+    return await load_principal(session, claims.user_id, claims.session_id, ip)
+
+
+async def load_principal(session: AsyncSession, user_id: int, session_id: str, ip: str | None) -> Principal:
+    """The user of a login session that is still valid (also used to re-check long-lived WebSockets), or 401."""
     row = (
         await session.execute(
             select(User, UserSession)
             .join(UserSession, UserSession.user_id == User.id)
-            .where(User.id == claims.user_id, UserSession.id == claims.session_id)
+            .where(User.id == user_id, UserSession.id == session_id)
         )
     ).first()
     if row is None:
@@ -80,7 +84,13 @@ async def current_user(request: Request, creds: BearerCreds, ctx: Ctx, session: 
         raise unauthorized("user disabled")
     if user_session.revoked_at is not None or user_session.expires_at <= utcnow():
         raise unauthorized("session ended")
-    return Principal(user=user, session_id=user_session.id, ip=client_ip(request))
+    return Principal(user=user, session_id=user_session.id, ip=ip)
+
+
+async def current_user(request: Request, creds: BearerCreds, ctx: Ctx, session: Session) -> Principal:
+    if creds is None or creds.scheme.lower() != "bearer":
+        raise unauthorized()
+    return await authenticate(ctx, session, creds.credentials, client_ip(request))
 
 
 CurrentUser = Annotated[Principal, Depends(current_user)]
