@@ -25,16 +25,21 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import secrets
+import signal
+import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import uvicorn
 from gmqtt import Client, Subscription
 from gmqtt.mqtt.constants import MQTTv50
@@ -51,11 +56,14 @@ from iotistic.core import topics
 from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.licensing import generate_keypair, issue_license
 from iotistic.core.settings import load_cloud_settings
+from iotistic.ingest.live import RedisBus, stream_key
+from iotistic.ingest.runner import tune_gc_for_throughput
 from iotistic.ingest.service import IngestService
 from iotistic.simulator.provision import provision_devices
 from iotistic.simulator.run import publish_burst
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+LIVE_MAXLEN = 1000
 OWNER, OWNER_PASSWORD = "bench@example.com", secrets.token_urlsafe(16)
 
 
@@ -92,6 +100,109 @@ def serve(app: Any, port: int) -> Iterator[None]:
     finally:
         server.should_exit = True
         thread.join(30)
+
+
+async def live_entries(redis_url: str, uuids: list[str]) -> int:
+    """Entries in the devices' live streams (then deleted: they are this run's)."""
+    import redis.asyncio as aioredis
+
+    r = aioredis.Redis.from_url(redis_url)
+    try:
+        pipe = r.pipeline(transaction=False)
+        for uuid in uuids:
+            pipe.xlen(stream_key(uuid))
+        total = sum(await pipe.execute())
+        await r.delete(*(stream_key(u) for u in uuids))
+        return int(total)
+    finally:
+        await r.aclose()
+
+
+@dataclass
+class Drain:
+    stored: int
+    seconds: float
+    cpu: float  # CPU seconds the ingest used
+    rejected: dict[str, int]
+
+
+async def drain_in_process(settings: Any, engine: Any, password: str, total: int, args: argparse.Namespace) -> Drain:
+    live = RedisBus(args.redis, LIVE_MAXLEN) if args.redis else None
+    ingest = IngestService(settings, engine, live, username="svc-ingest", password=password, client_id="bench-ingest")
+    profiler = None
+    if args.profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    tune_gc_for_throughput()  # as `iotistic ingest` does
+    started, cpu_started = time.perf_counter(), time.process_time()
+    await ingest.start()
+    assert ingest.pipeline is not None
+    stats = ingest.pipeline.stats
+    deadline = time.monotonic() + args.timeout
+    while stats.stored_readings < total and time.monotonic() < deadline:  # noqa: ASYNC110
+        await asyncio.sleep(0.01)
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(args.profile)
+    await ingest.stop()
+    if live is not None:
+        await live.close()
+    return Drain(stats.stored_readings, seconds, cpu, dict(stats.rejected))
+
+
+class Worker:
+    """`iotistic ingest` as a process, as operators run it."""
+
+    def __init__(self, n: int, env: dict[str, str], workdir: Path) -> None:
+        self.log = workdir / f"ingest-{n}.log"
+        with open(self.log, "ab") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "iotistic.cli", "ingest"],
+                                            env={**env, "INGEST_CLIENT_ID": f"bench-ingest-{n}"},
+                                            stdout=out, stderr=subprocess.STDOUT)
+        self.ps = psutil.Process(self.process.pid)
+
+    def running(self) -> bool:
+        return b"ingest: running" in self.log.read_bytes()
+
+    def cpu(self) -> float:
+        times = self.ps.cpu_times()
+        return float(times.user + times.system)
+
+    def stop(self) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        if self.process.wait(60) != 0:
+            raise RuntimeError(f"ingest worker failed; see {self.log}")
+
+
+async def start_workers(n: int, env: dict[str, str], workdir: Path) -> list[Worker]:
+    workers = [Worker(i + 1, env, workdir) for i in range(n)]
+    deadline = time.monotonic() + 60
+    while not all(w.running() for w in workers):
+        if time.monotonic() > deadline or any(w.process.poll() is not None for w in workers):
+            raise RuntimeError(f"ingest workers did not start; see {workdir}/ingest-*.log")
+        await asyncio.sleep(0.05)
+    return workers
+
+
+async def drain_with_workers(n: int, env: dict[str, str], workdir: Path, engine: Any, total: int,
+                             within: float) -> Drain:
+    started = time.perf_counter()
+    workers = [Worker(i + 1, env, workdir) for i in range(n)]
+    stored = 0
+    deadline = time.monotonic() + within
+    async with engine.connect() as conn:
+        while stored < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.25)
+            stored = int(await conn.scalar(select(func.count()).select_from(Telemetry)) or 0)
+            await conn.commit()
+    seconds = time.perf_counter() - started
+    cpu = sum(w.cpu() for w in workers)
+    for worker in workers:
+        worker.stop()
+    return Drain(stored, seconds, cpu, {})
 
 
 class RawSubscriber:
@@ -143,6 +254,7 @@ async def run(args: argparse.Namespace) -> int:
                                        LICENSE_PUBLIC_KEY=public_pem, IOTISTIC_LICENSE_KEY=licence,
                                        MQTT_BROKER_URL=f"mqtt://127.0.0.1:{mosquitto.port}",
                                        INGEST_BATCH_SIZE=args.batch_size, INGEST_FLUSH_MS=args.flush_ms,
+                                       LIVE_STREAM_MAXLEN=LIVE_MAXLEN,
                                        LOG_LEVEL="WARNING")
         engine = make_engine(db_url)
         async with make_sessionmaker(engine)() as session:
@@ -165,14 +277,28 @@ async def run(args: argparse.Namespace) -> int:
                     raw_password = await service_account(http, token, "svc-raw")
                     started = time.perf_counter()
                     devices = await provision_devices(api_url, args.devices, key, concurrency=16)
-                    print(f"provisioned {len(devices)} devices through the API in {time.perf_counter() - started:.1f} s")
+                    took = time.perf_counter() - started
+                    print(f"provisioned {len(devices)} devices through the API in {took:.1f} s")
                 await asyncio.sleep(1.5)  # the sync makes the broker know the new accounts (<= 2 s)
 
-                ingest = IngestService(settings, engine, None, username="svc-ingest", password=ingest_password,
-                                       client_id="bench-ingest")
-                await ingest.start()
-                await ingest.wait_connected(10)
-                await ingest.stop()
+                worker_env = {**{k: v for k, v in os.environ.items()
+                                 if not k.startswith(("DB_", "INGEST_", "MQTT_", "REDIS_"))},
+                              "DATABASE_URL": db_url, "IOTISTIC_DATA_DIR": str(workdir), "LOG_LEVEL": "INFO",
+                              "MQTT_BROKER_URL": f"mqtt://127.0.0.1:{mosquitto.port}",
+                              "INGEST_MQTT_USERNAME": "svc-ingest", "INGEST_MQTT_PASSWORD": ingest_password,
+                              "INGEST_BATCH_SIZE": str(args.batch_size), "INGEST_FLUSH_MS": str(args.flush_ms),
+                              "LIVE_STREAM_MAXLEN": str(LIVE_MAXLEN), "LICENSE_PUBLIC_KEY": public_pem,
+                              "IOTISTIC_LICENSE_KEY": licence, **({"REDIS_URL": args.redis} if args.redis else {})}
+                if args.workers:
+                    # Each worker's persistent session and shared subscriptions are made once, then it stops.
+                    for worker in await start_workers(args.workers, worker_env, workdir):
+                        worker.stop()
+                else:
+                    ingest = IngestService(settings, engine, None, username="svc-ingest", password=ingest_password,
+                                           client_id="bench-ingest")
+                    await ingest.start()
+                    await ingest.wait_connected(10)
+                    await ingest.stop()
                 raw = RawSubscriber(mosquitto.port, "svc-raw", raw_password)
                 await raw.connect()
                 await asyncio.sleep(0.5)
@@ -191,6 +317,7 @@ async def run(args: argparse.Namespace) -> int:
 
                 raw.expected = messages
                 raw.received = 0
+                tune_gc_for_throughput()  # the same process settings for both measurements
                 started = time.perf_counter()
                 await raw.connect()
                 try:
@@ -201,18 +328,12 @@ async def run(args: argparse.Namespace) -> int:
                 await raw.disconnect()
                 raw_rate = raw.received / raw_seconds
 
-                ingest = IngestService(settings, engine, None, username="svc-ingest", password=ingest_password,
-                                       client_id="bench-ingest")
-                started = time.perf_counter()
-                await ingest.start()
-                assert ingest.pipeline is not None
-                pipeline = ingest.pipeline
-                deadline = time.monotonic() + args.timeout
-                while pipeline.stats.stored_readings < total and time.monotonic() < deadline:
-                    await asyncio.sleep(0.01)
-                ingest_seconds = time.perf_counter() - started
-                await ingest.stop()
-                stored_rate = pipeline.stats.stored_readings / ingest_seconds
+                if args.workers:
+                    drain = await drain_with_workers(args.workers, worker_env, workdir, engine, total, args.timeout)
+                else:
+                    drain = await drain_in_process(settings, engine, ingest_password, total, args)
+                if args.redis:
+                    streamed = await live_entries(args.redis, [d.uuid for d in devices])
         finally:
             stop_sync.set()
             await sync_task
@@ -229,16 +350,25 @@ async def run(args: argparse.Namespace) -> int:
     print()
     print(f"backend                  {'SQLite' if args.sqlite else 'PostgreSQL'}")
     print(f"readings                 {total:,} from {args.devices:,} devices (QoS 1, persistent sessions)")
-    print(f"raw broker rate          {raw_rate:>10,.0f} msg/s  ({raw.received:,} messages drained in {raw_seconds:.1f} s"
-          f" by a subscriber that does nothing)")
-    print(f"ingest stored            {stored_rate:>10,.0f} readings/s  ({pipeline.stats.stored_readings:,} committed in "
-          f"{ingest_seconds:.1f} s; {pipeline.stats.batches} batches of at most {args.batch_size}, "
-          f"{pipeline.stats.write_seconds:.1f} s of it writing)")
+    print(f"raw broker rate          {raw_rate:>10,.0f} msg/s  ({raw.received:,} messages drained in "
+          f"{raw_seconds:.1f} s by a subscriber that does nothing)")
+    stored_rate = drain.stored / drain.seconds
+    where = f"{args.workers} worker process(es)" if args.workers else "in this process"
+    print(f"ingest stored            {stored_rate:>10,.0f} readings/s  ({drain.stored:,} committed in "
+          f"{drain.seconds:.1f} s by {where}; batches of at most {args.batch_size} + what arrives while one "
+          f"is written)")
+    print(f"ingest CPU               {drain.cpu / drain.seconds:>10.0%} of one core "
+          f"({drain.cpu / max(drain.stored, 1) * 1e6:.0f} us per reading)")
     print(f"ingest / raw             {stored_rate / raw_rate:>10.0%}")
     print(f"rows in telemetry        {rows:,}  distinct keys {distinct:,}  devices {len(per_device):,}  "
           f"per device {min(c for _, c in per_device) if per_device else 0}-"
           f"{max(c for _, c in per_device) if per_device else 0}")
-    print(f"rejected                 {dict(pipeline.stats.rejected) or 'none'}")
+    if args.redis:
+        print(f"live stream              Redis streams metrics:<uuid>, capped at {LIVE_MAXLEN} each: "
+              f"{streamed:,} entries now")
+    else:
+        print("live stream              off (--redis '')")
+    print(f"rejected                 {drain.rejected or 'none'}")
     ok = rows == total == distinct and len(per_device) == args.devices and all(
         c == args.per_device for _, c in per_device)
     print(f"exactly once             {'yes' if ok else 'NO'}")
@@ -253,7 +383,12 @@ def main() -> None:
     parser.add_argument("--flush-ms", type=int, default=200)
     parser.add_argument("--postgres", default=DEFAULT_PG)
     parser.add_argument("--sqlite", action="store_true")
+    parser.add_argument("--redis", default="redis://127.0.0.1:6379/0",
+                        help="live stream as in production (Redis); '' for none")
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--profile", metavar="FILE", help="cProfile the ingest drain into FILE (in-process only)")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="drain with N `iotistic ingest` processes sharing the subscription (0: in-process)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     sys.exit(asyncio.run(run(args)))

@@ -67,7 +67,7 @@ find_python() {
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for pkg in python3 python3-venv python3-dev gcc postgresql redis-server mosquitto docker.io busybox-static \
-    docker-registry iproute2; do
+    docker-registry iproute2 systemd; do
     installed "$pkg" || missing+=("$pkg")
   done
   apt_install "${missing[@]}"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -142,32 +143,33 @@ async def test_redis_streams_stay_near_their_cap(redis_client):
     device = uuid.uuid4().hex
     bus = RedisBus(REDIS_URL, maxlen=1000)
     try:
-        for start in range(0, 6000, 2000):
-            await bus.publish([reading(device, i) for i in range(start, start + 2000)])
+        for start in range(0, 6000, 2):  # an entry per device per published batch
+            await bus.publish([reading(device, i) for i in range(start, start + 2)])
         length = await redis_client.xlen(stream_key(device))
         node = int((await redis_client.config_get("stream-node-max-entries"))["stream-node-max-entries"])
         # MAXLEN ~ trims whole radix-tree nodes only: at least the cap, at most one node more.
         assert 1000 <= length <= 1000 + node, length
         newest = await redis_client.xrevrange(stream_key(device), count=1)
-        assert newest[0][1]["value"] == repr(5999.5)
+        assert json.loads(newest[0][1]["readings"])[-1]["value"] == 5999.5
     finally:
         await bus.close()
         await redis_client.delete(stream_key(device))
 
 
 async def test_redis_stream_entry_is_readable_by_other_consumers(redis_client):
-    device = uuid.uuid4().hex
+    """One entry per device per published batch, its readings as JSON that any consumer can read."""
+    device, other = uuid.uuid4().hex, uuid.uuid4().hex
     bus = RedisBus(REDIS_URL, maxlen=1000)
     try:
-        await bus.publish([reading(device, 1), reading(device, 2, unit=None)])
+        await bus.publish([reading(device, 1), reading(device, 2, unit=None), reading(other, 3)])
         entries = await redis_client.xrange(stream_key(device))
-        assert [fields for _, fields in entries] == [
-            {"metric": "temp", "ts": "2026-11-27T10:00:01+00:00", "value": "1.5", "unit": "C"},
-            {"metric": "temp", "ts": "2026-11-27T10:00:02+00:00", "value": "2.5"},
-        ]
+        assert [json.loads(fields["readings"]) for _, fields in entries] == [[
+            {"metric": "temp", "ts": "2026-11-27T10:00:01+00:00", "value": 1.5, "unit": "C"},
+            {"metric": "temp", "ts": "2026-11-27T10:00:02+00:00", "value": 2.5},
+        ]]
     finally:
         await bus.close()
-        await redis_client.delete(stream_key(device))
+        await redis_client.delete(stream_key(device), stream_key(other))
 
 
 async def test_redis_outage_does_not_fail_the_publisher(caplog):

@@ -14,7 +14,7 @@ The device id is always taken from the topic, never from a payload.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DEVICE_ROOT = "iot/device"
 
@@ -68,8 +68,7 @@ def status_topic(device_uuid: str) -> str:
     return f"{device_prefix(device_uuid)}/{STATUS}"
 
 
-@dataclass(frozen=True, slots=True)
-class DeviceTopic:
+class DeviceTopic(NamedTuple):
     """A topic under `iot/device/<uuid>/` split into its parts: `iot/device/u1/sensor/a/b` -> (u1, sensor, a/b)."""
 
     device_uuid: str

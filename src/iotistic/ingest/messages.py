@@ -7,9 +7,9 @@ reason. The device is always the one named in the topic; a payload cannot speak 
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 
+import orjson
 from pydantic import ValidationError
 
 from iotistic.core import topics
@@ -63,8 +63,8 @@ def _json(payload: bytes, limit: int = MAX_PAYLOAD_BYTES) -> object:
     if len(payload) > limit:
         raise BadPayload(f"payload larger than {limit} bytes")
     try:
-        return json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
         raise BadPayload("payload is not JSON") from None
 
 

@@ -79,6 +79,8 @@ class IngestPipeline:
         self._waiting: dict[str, list[tuple[str, Message, dt.datetime, Ack | None]]] = {}
         self._warned: dict[str, float] = {}
         self._presence_written: dict[int, float] = {}
+        self._oldest = utcnow()
+        self._oldest_at = float("-inf")
         self._closing = False
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
@@ -158,14 +160,16 @@ class IngestPipeline:
             return
         batch = self._batch
         if isinstance(message, SensorMessage):
-            oldest = now - dt.timedelta(days=self.retention_days)
+            oldest = self._oldest_kept
             uuid = message.device_uuid
+            streamed = self.live is not None
             for r in message.readings:
                 if r.ts < oldest:
                     self.stats.rejected["expired"] += 1
                     continue
                 batch.add_reading(device_id, r.metric, r.ts, r.value, r.unit)
-                self._live.append(LiveReading(uuid, r.metric, r.ts, r.value, r.unit))
+                if streamed:
+                    self._live.append(LiveReading(uuid, r.metric, r.ts, r.value, r.unit))
         elif isinstance(message, MetricsMessage):
             m = message.metrics
             batch.metrics.append((device_id, m, now))
@@ -181,18 +185,30 @@ class IngestPipeline:
         elif isinstance(message, StatusMessage):
             batch.statuses[device_id] = (message.online, now)
         if not (isinstance(message, StatusMessage) and not message.online):
-            self._note_presence(batch, device_id, now)
+            batch.seen[device_id] = now  # written at most every PRESENCE_WRITE_SECONDS (see _commit_current)
         batch.messages += 1
         if ack is not None:
             self._acks.append(ack)
         if batch.messages >= self.batch_size:
             self._full.set()
 
-    def _note_presence(self, batch: Batch, device_id: int, now: dt.datetime) -> None:
+    def _throttle_presence(self, batch: Batch) -> None:
+        """Last contact is worth one UPDATE per device every PRESENCE_WRITE_SECONDS, not one per batch."""
         mono = time.monotonic()
-        if mono - self._presence_written.get(device_id, float("-inf")) >= PRESENCE_WRITE_SECONDS:
-            self._presence_written[device_id] = mono
-            batch.seen[device_id] = now
+        written = self._presence_written
+        for device_id in [d for d in batch.seen if mono - written.get(d, float("-inf")) < PRESENCE_WRITE_SECONDS]:
+            del batch.seen[device_id]
+        for device_id in batch.seen:
+            written[device_id] = mono
+
+    @property
+    def _oldest_kept(self) -> dt.datetime:
+        """Readings older than this are outside the plan's retention (their partition may be gone already)."""
+        mono = time.monotonic()
+        if mono - self._oldest_at >= 1.0:
+            self._oldest = utcnow() - dt.timedelta(days=self.retention_days)
+            self._oldest_at = mono
+        return self._oldest
 
     def _reject(self, topic: str, reason: str, detail: str, ack: Ack | None) -> None:
         """Count and drop (and acknowledge: a bad message redelivered stays bad)."""
@@ -226,6 +242,7 @@ class IngestPipeline:
     async def _commit_current(self) -> None:
         batch, acks, live = self._batch, self._acks, self._live
         self._batch, self._acks, self._live = Batch(), [], []
+        self._throttle_presence(batch)
         delay = 0.1
         while True:
             started = time.perf_counter()

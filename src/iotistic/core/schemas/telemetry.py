@@ -7,10 +7,12 @@ nothing here raises anything else.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import math
 import re
-from dataclasses import dataclass
+from functools import lru_cache
+from typing import NamedTuple
+
+import orjson
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_VALUES = 64
@@ -21,20 +23,21 @@ CLOCK_SKEW = dt.timedelta(minutes=5)
 
 _METRIC = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*$")
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+_FIELDS = frozenset({"value", "values", "ts", "unit"})
 
 
 class BadPayload(ValueError):
     """A payload ingest must drop; the message says why in one line."""
 
 
-@dataclass(frozen=True, slots=True)
-class Reading:
+class Reading(NamedTuple):  # a tuple: ingest makes one per reading, tens of thousands a second
     metric: str
     ts: dt.datetime  # aware, UTC
     value: float
     unit: str | None = None
 
 
+@lru_cache(maxsize=4096)  # a fleet has few distinct metric names; this runs for every reading
 def valid_metric_name(name: str) -> bool:
     return 0 < len(name) <= MAX_METRIC_LENGTH and _METRIC.match(name) is not None
 
@@ -86,13 +89,13 @@ def parse_sensor_payload(sensor: str, payload: bytes, now: dt.datetime) -> list[
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise BadPayload(f"payload larger than {MAX_PAYLOAD_BYTES} bytes")
     try:
-        doc = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        doc = orjson.loads(payload)  # 3-4x the standard library's speed: ingest parses every reading
+    except orjson.JSONDecodeError:
         raise BadPayload("payload is not JSON") from None
     if not isinstance(doc, dict):
         return [Reading(sensor, now, _number(doc, "payload"))]
-    unknown = set(doc) - {"value", "values", "ts", "unit"}
-    if unknown:
+    if not doc.keys() <= _FIELDS:
+        unknown = set(doc) - _FIELDS
         raise BadPayload(f"unknown field {sorted(unknown)[0]!r} (expected value or values, ts, unit)")
     ts = parse_timestamp(doc["ts"], now) if doc.get("ts") is not None else now
     unit = _unit(doc.get("unit"))
