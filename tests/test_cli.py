@@ -325,7 +325,7 @@ def test_up_migrates_serves_and_explains_the_first_user(tmp_path):
 
 def test_up_serves_an_embedded_mqtt_broker_that_knows_registered_devices(tmp_path):
     """The embedded default is a whole platform: a device registered through the API logs in to the in-process
-    broker with the credentials the registration returned, and only those."""
+    broker with the credentials the registration returned, and only those; what it publishes is stored."""
     import paho.mqtt.client as mqtt
 
     assert run("db", "upgrade", cwd=tmp_path).returncode == 0
@@ -373,6 +373,15 @@ def test_up_serves_an_embedded_mqtt_broker_that_knows_registered_devices(tmp_pat
             good.loop(timeout=0.1)
         assert received == [b"21.5"]
         good.disconnect()
+
+        # Ingest runs inside `up`: the reading is stored and served by the API.
+        stored: list[Any] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not stored:
+            stored = httpx.get(f"{up.base}/api/v1/devices/{device_uuid}/telemetry/metrics", timeout=5,
+                               headers={"Authorization": f"Bearer {token}"}).json()
+            time.sleep(0.2)
+        assert [(m["metric"], m["value"]) for m in stored] == [("temperature", 21.5)]
 
         bad, reason = connect("not-the-password")
         assert (reason is None or reason.is_failure) and not bad.is_connected()

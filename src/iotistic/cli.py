@@ -336,8 +336,8 @@ def up(
     demo_devices: Annotated[int, typer.Option("--demo-devices", min=1, max=100,
                                               help="How many simulated devices --demo runs.")] = 3,
 ) -> None:
-    """Run the platform on its embedded default: migrate the database, then serve the cloud API and an
-    in-process MQTT broker enforcing the database's MQTT accounts and ACLs.
+    """Run the platform on its embedded default: migrate the database, then serve the cloud API, an in-process
+    MQTT broker enforcing the database's MQTT accounts and ACLs, and telemetry ingest (stored, streamed on /ws).
 
     The database is SQLite under ./.iotistic/ (IOTISTIC_DATA_DIR) unless DATABASE_URL or DB_HOST is set.
     """
@@ -348,6 +348,9 @@ def up(
     elif mqtt_port:
         # Devices are told this broker at registration.
         settings.mqtt_broker_url = f"mqtt://{_browse_host(host)}:{mqtt_port}"
+        settings.ingest_shared_subscription = False  # the embedded broker speaks MQTT 3.1.1 only
+    if "INGEST_IN_API" not in os.environ:
+        settings.ingest_in_api = True  # the whole platform in one process: telemetry is stored and streamed
     from iotistic.cloud.observability import configure_logging
 
     configure_logging(settings.log_level)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -34,6 +36,8 @@ from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.security import configure_password_hashing
 from iotistic.core.settings import CloudSettings
 from iotistic.ingest.live import make_live_bus
+from iotistic.ingest.metrics import IngestCollector
+from iotistic.ingest.runner import run_ingest
 
 ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry, live)
 
@@ -71,9 +75,20 @@ def create_app(settings: CloudSettings) -> FastAPI:
         ctx.presence.start()
         if listener is not None:
             listener.start()
+        ingest_stop = asyncio.Event()
+        ingest = None
+        if settings.ingest_in_api:
+            # The embedded default: telemetry ingest in this process, feeding the in-process live bus. It keeps
+            # retrying in the background until the broker takes its account, so the API starts without waiting.
+            ingest = asyncio.create_task(run_ingest(settings, engine, ctx.live, ingest_stop, licenses=ctx.licenses,
+                                                    on_started=functools.partial(setattr, ctx, "ingest")),
+                                         name="ingest")
         try:
             yield
         finally:
+            if ingest is not None:
+                ingest_stop.set()
+                await ingest  # commits and acknowledges what it holds
             if listener is not None:
                 await listener.stop()
             await ctx.presence.stop()
@@ -90,6 +105,9 @@ def create_app(settings: CloudSettings) -> FastAPI:
     app.state.ctx = ctx
     app.state.registry = CollectorRegistry()
     app.add_middleware(RequestMetrics, registry=app.state.registry)
+    if settings.ingest_in_api:
+        app.state.registry.register(IngestCollector(lambda: ctx.ingest.pipeline.stats
+                                                    if ctx.ingest and ctx.ingest.pipeline else None))
     install_error_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)

@@ -11,6 +11,7 @@ from iotistic.cloud.services.license import LicenseService
 from iotistic.cloud.services.presence import PresenceTracker
 from iotistic.core.settings import CloudSettings
 from iotistic.ingest.live import LiveBus
+from iotistic.ingest.service import IngestService
 
 
 @dataclass
@@ -25,3 +26,4 @@ class CloudContext:
     presence: PresenceTracker
     device_listener: DeviceChangeListener | None
     live: LiveBus  # fresh readings for /ws (in-process, or Redis Streams when REDIS_URL is set)
+    ingest: IngestService | None = None  # when ingest runs inside the API (INGEST_IN_API), once it started

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -33,7 +34,8 @@ def tune_gc_for_throughput() -> None:
 
 
 async def run_ingest(settings: CloudSettings, engine: AsyncEngine, live: LiveBus | None, stop: asyncio.Event, *,
-                     licenses: LicenseService | None = None, ready: asyncio.Event | None = None) -> None:
+                     licenses: LicenseService | None = None, ready: asyncio.Event | None = None,
+                     on_started: Callable[[IngestService], None] | None = None) -> None:
     """Connect (retrying while the broker is away or does not know the account yet), then run until `stop`."""
     username, password = await credentials(settings, engine)
     service: IngestService | None = None
@@ -56,6 +58,8 @@ async def run_ingest(settings: CloudSettings, engine: AsyncEngine, live: LiveBus
         if service is not None:
             log.info("ingest: running (client id %s, %s subscription)", service.client_id,
                      "shared" if service.shared else "plain")
+            if on_started is not None:
+                on_started(service)
             if ready is not None:
                 ready.set()
             await stop.wait()

@@ -110,19 +110,36 @@ def _api_error(response: httpx.Response, what: str) -> ProvisioningError:
     return ProvisioningError(f"{what} failed: HTTP {response.status_code}: {line}")
 
 
+TRANSPORT_ATTEMPTS = 3
+
+
+async def _post(client: httpx.AsyncClient, url: str, **kwargs: Any) -> httpx.Response:
+    """POST, again on a dropped connection (e.g. a keep-alive connection the server closed as we reused it).
+    Safe for these calls: registering a uuid again re-registers it (with a fresh MQTT password, the one we keep),
+    and a repeated key exchange changes nothing."""
+    for attempt in range(1, TRANSPORT_ATTEMPTS + 1):
+        try:
+            return await client.post(url, **kwargs)
+        except (httpx.ReadError, httpx.RemoteProtocolError, httpx.WriteError):
+            if attempt == TRANSPORT_ATTEMPTS:
+                raise
+            await asyncio.sleep(0.1 * attempt)
+    raise AssertionError("unreachable")
+
+
 async def register_device(client: httpx.AsyncClient, provisioning_key: str, *, name_prefix: str = "sim",
                           device_type: str = DEFAULT_DEVICE_TYPE) -> SimulatedDevice:
     """Register one new device and do its key exchange; returns it with its credentials."""
     device_uuid = uuid.uuid4().hex
     api_key = secrets.token_urlsafe(32)
-    r = await client.post("/api/v1/device/register", headers={"Authorization": f"Bearer {provisioning_key}"},
+    r = await _post(client, "/api/v1/device/register", headers={"Authorization": f"Bearer {provisioning_key}"},
                           json={"uuid": device_uuid, "deviceName": f"{name_prefix}-{device_uuid[:8]}",
                                 "deviceType": device_type, "deviceApiKey": api_key})
     if r.status_code not in (200, 201):
         raise _api_error(r, "registering a device")
     body = r.json()
     mqtt = body.get("mqtt") or {}
-    r = await client.post(f"/api/v1/device/{device_uuid}/key-exchange", headers={"X-Device-API-Key": api_key})
+    r = await _post(client, f"/api/v1/device/{device_uuid}/key-exchange", headers={"X-Device-API-Key": api_key})
     if r.status_code != 200:
         raise _api_error(r, f"the key exchange of device {device_uuid}")
     return SimulatedDevice(uuid=device_uuid, name=body.get("deviceName", device_uuid), api_key=api_key,
