@@ -9,6 +9,7 @@ from sqlalchemy.engine import Connection
 
 from iotistic.cloud.models import Base, managed_by_migrations
 from iotistic.core.db import make_engine
+from iotistic.twin import models as _twin_models  # noqa: F401  (its tables join Base.metadata)
 
 config = context.config
 target_metadata = Base.metadata

@@ -1,0 +1,71 @@
+"""The twin graph's tables, on the cloud database's declarative `Base` (one database, one migration history).
+
+Nodes and edges are two plain tables, so the recursive questions ("every device inside building X") are
+recursive CTEs that run unchanged on SQLite and PostgreSQL; the indexes below are the ones those walks use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from iotistic.cloud.models import Base
+from iotistic.core.db import JSONType, UTCDateTime, utcnow
+from iotistic.twin.graph import NodeType
+
+_KINDS = ", ".join(f"'{k.value}'" for k in NodeType)
+
+
+class TwinNode(Base):
+    __tablename__ = "twin_nodes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    # The IFC GlobalId: the key re-imports match on. NULL for Device nodes (they come from the registry).
+    global_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(Text, default="")
+    ifc_class: Mapped[str | None] = mapped_column(String(64))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # Hash of kind, name, class and properties as last imported: a re-import compares this instead of
+    # reading back and decoding every property set.
+    digest: Mapped[str | None] = mapped_column(String(32))
+    device_id: Mapped[int | None] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), unique=True)
+    # Which import made the node (apply_snapshot's `source`); NULL for nodes made by users or by mapping.
+    source: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        CheckConstraint(f"kind IN ({_KINDS})", name="kind"),
+        CheckConstraint("(kind = 'Device') = (device_id IS NOT NULL)", name="device"),
+        Index("ix_twin_nodes_kind_name", "kind", "name"),
+        Index("ix_twin_nodes_source", "source"),
+    )
+
+
+class TwinEdge(Base):
+    """A typed, directed edge. Directions: CONTAINS parent -> child, GROUPS zone -> member, LOCATED_IN and
+    REFERENCES thing -> place, MONITORS watcher -> watched; user-defined kinds as the user means them."""
+
+    __tablename__ = "twin_edges"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64))
+    source_id: Mapped[int] = mapped_column(ForeignKey("twin_nodes.id", ondelete="CASCADE"))
+    target_id: Mapped[int] = mapped_column(ForeignKey("twin_nodes.id", ondelete="CASCADE"))
+    properties: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    # The import that made the edge (a re-import replaces exactly these); NULL for user-made edges and
+    # device mappings, which imports leave alone.
+    origin: Mapped[str | None] = mapped_column(String(128))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        # Leading with source_id, it also serves the downward walks (children of a node).
+        UniqueConstraint("source_id", "kind", "target_id", name="uq_twin_edges_source_kind_target"),
+        # The upward walks and LOCATED_IN lookups (what is in this space).
+        Index("ix_twin_edges_target_kind_source", "target_id", "kind", "source_id"),
+        Index("ix_twin_edges_origin", "origin"),
+    )
