@@ -24,10 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import dataclasses
 import os
-import secrets
 import socket
 import statistics
 import struct
@@ -35,12 +33,12 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from common import fresh_database  # benchmarks/common.py
 from sqlalchemy import insert, update
-from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from iotistic.broker.files import render
@@ -49,7 +47,7 @@ from iotistic.broker.testing import PrivateMosquitto
 from iotistic.cloud.migrate import upgrade
 from iotistic.cloud.models import MqttAccount, MqttAclRule
 from iotistic.core.db import make_engine
-from iotistic.core.security import MOSQUITTO_PBKDF2_ITERATIONS, mosquitto_password_hash
+from iotistic.core.security import GENERATED_SECRET_PBKDF2_ITERATIONS, mosquitto_password_hash
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 PASSWORD = "bench-device-password-0123456789"  # every device shares it: the hashes (own salts) cost the same
@@ -64,24 +62,8 @@ SERVICES = [("ingest", [("iot/device/+/sensor/#", "read"), ("iot/device/+/metric
 
 # Database ----------------------------------------------------------------------------------------------------------
 
-@contextlib.asynccontextmanager
-async def fresh_database(server_url: str | None, workdir: Path) -> AsyncIterator[str]:
-    if server_url is None:
-        yield f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        return
-    import asyncpg
-
-    name = f"iotistic_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(server_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
-
-
-async def populate(engine: AsyncEngine, devices: int, iterations: int = MOSQUITTO_PBKDF2_ITERATIONS) -> list[str]:
+async def populate(engine: AsyncEngine, devices: int,
+                   iterations: int = GENERATED_SECRET_PBKDF2_ITERATIONS) -> list[str]:
     """N device accounts (hashed with `iterations`) and the service accounts, in bulk. Returns the device usernames."""
     usernames = [uuid.uuid4().hex for _ in range(devices)]
     chunk = 2000
@@ -343,7 +325,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--connected", type=int, default=None,
                         help="devices connected during the second reload measurement (default: all)")
     parser.add_argument("--reloads", type=int, default=5)
-    parser.add_argument("--hash-iterations", type=int, default=MOSQUITTO_PBKDF2_ITERATIONS,
+    parser.add_argument("--hash-iterations", type=int, default=GENERATED_SECRET_PBKDF2_ITERATIONS,
                         help="PBKDF2 iterations of the device hashes (default: what the API stores); Mosquitto "
                              "re-checks every connected client's password on reload")
     parser.add_argument("--trials", type=int, default=5)

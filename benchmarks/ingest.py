@@ -33,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,10 +41,10 @@ from typing import Any
 import httpx
 import psutil
 import uvicorn
+from common import fresh_database  # benchmarks/common.py
 from gmqtt import Client, Subscription
 from gmqtt.mqtt.constants import MQTTv50
 from sqlalchemy import func, select, text
-from sqlalchemy.engine import make_url
 
 from iotistic.broker.sync import BrokerSync
 from iotistic.broker.testing import PrivateMosquitto, free_port
@@ -65,23 +65,6 @@ from iotistic.simulator.run import publish_burst
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 LIVE_MAXLEN = 1000
 OWNER, OWNER_PASSWORD = "bench@example.com", secrets.token_urlsafe(16)
-
-
-@contextlib.asynccontextmanager
-async def fresh_database(server_url: str | None, workdir: Path) -> AsyncIterator[str]:
-    if server_url is None:
-        yield f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
-        return
-    import asyncpg
-
-    name = f"iotistic_bench_{secrets.token_hex(4)}"
-    admin = await asyncpg.connect(server_url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield make_url(server_url).set(drivername="postgresql+asyncpg", database=name).render_as_string(False)
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
 
 
 @contextlib.contextmanager

@@ -18,6 +18,7 @@ from iotistic.broker.testing import MqttProbe, PrivateMosquitto, until
 from iotistic.cloud.models import MqttAccount, MqttAclRule
 from iotistic.core.db import make_engine
 from iotistic.core.security import mosquitto_password_hash
+from iotistic.embedded_broker import EmbeddedBroker, start_embedded_broker
 
 
 @dataclass
@@ -99,3 +100,13 @@ async def add_service_account(app: Any, username: str, password: str, *rules: tu
         account.rules = [MqttAclRule(topic=topic, access=access) for topic, access in rules]
         session.add(account)
         await session.commit()
+
+
+@pytest.fixture
+async def embedded_broker(app: Any) -> AsyncIterator[EmbeddedBroker]:
+    """The in-process broker of the embedded default, on a free port, with the app's accounts."""
+    handle = await start_embedded_broker(app.state.ctx.read_sessions, "127.0.0.1", 0)
+    try:
+        yield handle
+    finally:
+        await asyncio.wait_for(handle.stop(), 15)

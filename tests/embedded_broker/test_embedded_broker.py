@@ -14,7 +14,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 import pytest
 
-from iotistic.embedded_broker import EmbeddedBroker, start_embedded_broker
+from iotistic.embedded_broker import EmbeddedBroker
 from tests.conftest import Api
 
 TIMEOUT = 5.0
@@ -26,12 +26,8 @@ def db_url(sqlite_url: str) -> str:
 
 
 @pytest.fixture
-async def broker(app: Any) -> AsyncIterator[EmbeddedBroker]:
-    handle = await start_embedded_broker(app.state.ctx.read_sessions, "127.0.0.1", 0)
-    try:
-        yield handle
-    finally:
-        await asyncio.wait_for(handle.stop(), 15)
+def broker(embedded_broker: EmbeddedBroker) -> EmbeddedBroker:
+    return embedded_broker
 
 
 async def wait_for(event: threading.Event, seconds: float = TIMEOUT) -> bool:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from sqlalchemy import select
 from iotistic.broker.testing import MqttProbe, until
 from iotistic.cloud.models import Telemetry, TelemetryLatest
 from iotistic.core import topics
-from iotistic.embedded_broker import EmbeddedBroker, start_embedded_broker
+from iotistic.embedded_broker import EmbeddedBroker
 from iotistic.ingest.live import InProcessBus, LiveReading
 from iotistic.ingest.runner import run_ingest
 from tests.conftest import Api
@@ -26,19 +25,10 @@ def db_url(sqlite_url: str) -> str:
     return sqlite_url
 
 
-@pytest.fixture
-async def embedded(app: Any) -> AsyncIterator[EmbeddedBroker]:
-    handle = await start_embedded_broker(app.state.ctx.read_sessions, "127.0.0.1", 0)
-    try:
-        yield handle
-    finally:
-        await asyncio.wait_for(handle.stop(), 15)
-
-
 async def test_readings_flow_from_a_device_to_the_database_and_the_live_bus(
-        app: Any, api: Api, owner: dict[str, str], embedded: EmbeddedBroker) -> None:
+        app: Any, api: Api, owner: dict[str, str], embedded_broker: EmbeddedBroker) -> None:
     settings = app.state.ctx.settings.model_copy(update={
-        "mqtt_broker_url": embedded.url, "ingest_shared_subscription": False, "ingest_flush_ms": 50})
+        "mqtt_broker_url": embedded_broker.url, "ingest_shared_subscription": False, "ingest_flush_ms": 50})
     live = InProcessBus()
     stop, ready = asyncio.Event(), asyncio.Event()
     worker = asyncio.create_task(run_ingest(settings, app.state.ctx.engine, live, stop, ready=ready))
@@ -48,7 +38,7 @@ async def test_readings_flow_from_a_device_to_the_database_and_the_live_bus(
         key = (await api.provisioning_key(owner))["key"]
         body, _api_key = await api.register(key)
         uuid, password = body["mqtt"]["username"], body["mqtt"]["password"]
-        probe = MqttProbe(embedded.port, uuid, password).start()
+        probe = MqttProbe(embedded_broker.port, uuid, password).start()
         assert await until(lambda: probe is not None and probe.accepted)
         async with live.subscribe([uuid]) as readings:
             ts = (dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1)).isoformat()

@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from iotistic.core.broker_url import BrokerAddress
+from iotistic.core.broker_url import parse_broker_url as _parse_broker_url
 from iotistic.core.settings import ConfigError, LogLevel, describe_validation_error
 
 DEFAULT_DEVICE_API_PORT = 48484
@@ -27,23 +29,12 @@ DEFAULT_DEVICE_API_PORT = 48484
 _NAME_PATTERN = r"^[^\x00-\x1f/]{1,128}$"
 
 
-#: Broker URL schemes: plain MQTT and MQTT over TLS, with their default ports.
-_MQTT_SCHEMES = {"mqtt": (False, 1883), "tcp": (False, 1883), "mqtts": (True, 8883), "ssl": (True, 8883)}
-
-
-def parse_broker_url(url: str) -> tuple[str, int, bool]:
-    """`mqtt://host[:port]` or `mqtts://host[:port]` (also `tcp://`, `ssl://`) -> (host, port, tls).
-    Raises ValueError with a readable reason."""
-    try:
-        parts = urlsplit(url.strip())
-        port = parts.port
-    except ValueError as exc:
-        raise ValueError(f"not a valid broker URL ({exc})") from None
-    scheme = _MQTT_SCHEMES.get(parts.scheme.lower())
-    if scheme is None or not parts.hostname:
+def parse_broker_url(url: str) -> BrokerAddress:
+    """`mqtt://host[:port]` or `mqtts://host[:port]` (also `tcp://`, `ssl://`): (host, port, tls). The agent's
+    configuration must name the scheme (no bare `host:port`). Raises ValueError with a readable reason."""
+    if "://" not in url:
         raise ValueError("must be an mqtt:// or mqtts:// URL with a host, e.g. mqtt://broker.example.com:1883")
-    tls, default_port = scheme
-    return parts.hostname, port or default_port, tls
+    return _parse_broker_url(url)
 
 
 def default_data_dir() -> Path:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 from urllib.parse import urlsplit
 
 _TLS_SCHEMES = ("mqtts", "ssl", "tls")
 _PLAIN_SCHEMES = ("mqtt", "tcp")
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
+class BrokerAddress(NamedTuple):
     host: str
     port: int
     tls: bool

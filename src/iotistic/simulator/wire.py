@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
-from urllib.parse import urlsplit
 
+from iotistic.core.broker_url import BrokerAddress, parse_broker_url
 from iotistic.core.topics import STATUS_OFFLINE, STATUS_ONLINE, sensor_topic, status_topic
 from iotistic.simulator.bme688 import UNITS, Sample
 
@@ -34,38 +33,6 @@ def sample_messages(device_uuid: str, sample: Sample, at: dt.datetime) -> list[t
     ts = format_ts(at)
     return [(sensor_topic(device_uuid, metric), sensor_payload(metric, value, ts))
             for metric, value in sample.values().items()]
-
-
-@dataclass(frozen=True, slots=True)
-class BrokerAddress:
-    host: str
-    port: int
-    tls: bool
-
-    def __str__(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'mqtts' if self.tls else 'mqtt'}://{host}:{self.port}"
-
-
-def parse_broker_url(url: str) -> BrokerAddress:
-    """`mqtt://host[:1883]`, `mqtts://host[:8883]` (also `tcp://`, `ssl://`, or a bare `host[:port]`)."""
-    text = url.strip()
-    if "://" not in text:
-        text = f"mqtt://{text}"
-    try:
-        parts = urlsplit(text)
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"broker URL {url!r} is not valid (expected mqtt://host:port)") from None
-    scheme = parts.scheme.lower()
-    if scheme not in ("mqtt", "tcp", "mqtts", "ssl", "tls"):
-        raise ValueError(f"broker URL {url!r}: scheme must be mqtt:// or mqtts://")
-    if not parts.hostname:
-        raise ValueError(f"broker URL {url!r} has no host")
-    if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise ValueError(f"broker URL {url!r}: expected mqtt://host:port with nothing after it")
-    tls = scheme in ("mqtts", "ssl", "tls")
-    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
 
 
 # MQTT version detection ------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from iotistic.cloud.errors import ApiError, conflict, not_found
 from iotistic.cloud.models import Device, MqttAccount, MqttAccountKind, MqttAclRule
 from iotistic.core.acl import Access, AccountAcl, AclRule
-from iotistic.core.security import mosquitto_password_hash, new_token
+from iotistic.core.security import GENERATED_SECRET_PBKDF2_ITERATIONS, mosquitto_password_hash, new_token
 from iotistic.core.topics import device_acl_filter
 
 MIN_PASSWORD_LENGTH = 16
@@ -38,13 +38,17 @@ async def issue_device_account(session: AsyncSession, device: Device) -> tuple[s
             raise conflict(f"uuid {device.uuid} is already the username of an MQTT service or integration account; "
                            "choose another uuid")
         account = MqttAccount(username=device.uuid, kind=MqttAccountKind.device, device_id=device.id,
-                              password_hash=mosquitto_password_hash(password), is_active=True)
+                              password_hash=_generated_hash(password), is_active=True)
         account.rules = [MqttAclRule(topic=device_acl_filter(device.uuid), access=Access.readwrite)]
         session.add(account)
     else:
-        account.password_hash = mosquitto_password_hash(password)
+        account.password_hash = _generated_hash(password)
         account.is_active = True
     return account.username, password
+
+
+def _generated_hash(password: str) -> str:
+    return mosquitto_password_hash(password, iterations=GENERATED_SECRET_PBKDF2_ITERATIONS)
 
 
 async def set_device_account_active(session: AsyncSession, device: Device, active: bool) -> None:
