@@ -27,6 +27,8 @@ from iotistic.cloud.routers import (
     ops,
     provisioning_keys,
     telemetry,
+    twin,
+    twin_imports,
     users,
 )
 from iotistic.cloud.services.device_cache import DeviceAuthCache, DeviceChangeListener, install_invalidation
@@ -39,7 +41,8 @@ from iotistic.ingest.live import make_live_bus
 from iotistic.ingest.metrics import IngestCollector
 from iotistic.ingest.runner import run_ingest
 
-ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry, live)
+ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry, live,
+           twin, twin_imports)
 
 
 def create_app(settings: CloudSettings) -> FastAPI:

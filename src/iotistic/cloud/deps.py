@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotistic.cloud.context import CloudContext
-from iotistic.cloud.errors import forbidden, unauthorized
+from iotistic.cloud.errors import ApiError, forbidden, unauthorized
 from iotistic.cloud.models import MAX_ID, Device, DeviceStatus, Role, User, UserSession
 from iotistic.core.db import utcnow
 from iotistic.core.security import hash_token
@@ -103,6 +103,19 @@ def require(role: Role) -> Callable[..., Coroutine[Any, Any, Principal]]:
         if not principal.role.at_least(role):
             raise forbidden(f"this action needs the {role.value} role or higher (you are {principal.role.value})")
         return principal
+
+    return _check
+
+
+def require_feature(feature: str, label: str) -> Callable[..., Coroutine[Any, Any, None]]:
+    """Dependency factory: the licence must include `feature` (402 otherwise, like the device limit). It runs
+    after authentication, so callers who are not logged in learn nothing about the plan."""
+
+    async def _check(_principal: CurrentUser, ctx: Ctx, session: Session) -> None:
+        state = await ctx.licenses.current(session)
+        if not state.feature_enabled(feature):
+            raise ApiError(402, "feature_not_licensed",
+                           f"{label} is not included in the {state.plan} plan ({state.mode} mode)")
 
     return _check
 

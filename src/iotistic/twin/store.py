@@ -27,6 +27,7 @@ from iotistic.twin.planning import (
     ExistingNode,
     SnapshotError,
     clean_json,
+    clean_text,
     desired_edges,
     plan_edges,
     plan_nodes,
@@ -391,6 +392,7 @@ class SqlGraphStore:
     async def search(self, text: str = "", kinds: Sequence[NodeType] = (), *, limit: int = 100) -> list[NodeRow]:
         """Nodes whose name contains `text` (case-insensitive), optionally of some kinds, by name."""
         stmt = select(*self._node_columns()).outerjoin(Device, Device.id == _nodes.c.device_id)
+        text = clean_text(text)  # PostgreSQL refuses NUL in text; no name holds one (imports drop them)
         if text:
             stmt = stmt.where(func.lower(_nodes.c.name).like(_like_pattern(text), escape="\\"))
         if kinds:
