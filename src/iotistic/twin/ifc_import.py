@@ -65,8 +65,9 @@ class IfcError(ValueError):
     """The file is not an IFC file IfcOpenShell can read, or of a schema the importer does not support."""
 
 
-def read_ifc(path: str | os.PathLike[str]) -> ifcopenshell.file:
-    """Open an IFC-SPF file (.ifc). Raises `IfcError` with a message fit for a user when it is not one."""
+def check_ifc_file(path: str | os.PathLike[str]) -> None:
+    """The cheap checks, without parsing: the file exists, is not empty, starts as IFC-SPF and is not cut short.
+    Raises `IfcError`."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as handle:
@@ -85,6 +86,12 @@ def read_ifc(path: str | os.PathLike[str]) -> ifcopenshell.file:
         raise IfcError("not an IFC file: it does not start with ISO-10303-21 (only IFC-SPF .ifc files are read)")
     if _SPF_END not in tail:
         raise IfcError("the IFC file is truncated or corrupt: it does not end with END-ISO-10303-21")
+
+
+def read_ifc(path: str | os.PathLike[str]) -> ifcopenshell.file:
+    """Open an IFC-SPF file (.ifc). Raises `IfcError` with a message fit for a user when it is not one."""
+    path = os.fspath(path)
+    check_ifc_file(path)
     try:
         model = ifcopenshell.open(path, format=".ifc")
     except ifcopenshell.SchemaError as exc:

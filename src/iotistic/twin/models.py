@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from iotistic.cloud.models import Base
@@ -68,4 +68,32 @@ class TwinEdge(Base):
         # The upward walks and LOCATED_IN lookups (what is in this space).
         Index("ix_twin_edges_target_kind_source", "target_id", "kind", "source_id"),
         Index("ix_twin_edges_origin", "origin"),
+    )
+
+
+class TwinImport(Base):
+    """An IFC import job (`iotistic.twin.jobs`): kept so its status and report survive restarts."""
+
+    __tablename__ = "twin_imports"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)  # random hex, the job id in the API
+    source: Mapped[str] = mapped_column(String(128))  # the apply_snapshot source (the file's name by default)
+    filename: Mapped[str] = mapped_column(String(255))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # queued, running, succeeded, failed
+    phase: Mapped[str] = mapped_column(String(32))
+    percent: Mapped[int] = mapped_column(Integer, default=0)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # Written with the progress, at least every few seconds while the job runs: a queued or running job whose
+    # heartbeat is old was interrupted (its process stopped) and is marked failed.
+    heartbeat_at: Mapped[dt.datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+    __table_args__ = (
+        CheckConstraint("status IN ('queued', 'running', 'succeeded', 'failed')", name="status"),
+        Index("ix_twin_imports_created_at", "created_at"),
+        Index("ix_twin_imports_status", "status"),
     )
