@@ -56,6 +56,9 @@ ingest_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(ingest_app, name="ingest")
+twin_app = typer.Typer(help="The digital twin: import IFC files into the building graph, show it as a tree.",
+                       no_args_is_help=True)
+app.add_typer(twin_app, name="twin")
 
 # soft_wrap: never break a line (commands shown to the user must stay copy-pastable when piped).
 out = Console(soft_wrap=True, highlight=False)
@@ -1105,6 +1108,161 @@ def agent_factory_reset(
         _print_json(result)
     else:
         out.print(f"factory reset done: workloads, identity and data removed from {control.settings.data_dir}")
+
+
+# The digital twin -----------------------------------------------------------------------------------------------
+
+def _twin_available() -> None:
+    _cloud_imports_available()
+    try:
+        import ifcopenshell  # noqa: F401
+    except ImportError:
+        fail("the IFC importer is not installed (ifcopenshell missing): pip install 'iotistic[twin]'", EXIT_USAGE)
+
+
+async def _twin_import(settings: CloudSettings, path: Path, source: str) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+    from iotistic.core.db import make_engine, make_sessionmaker
+    from iotistic.twin.jobs import import_file
+
+    labels = {"parse": "parsing the IFC file", "snapshot": "building the graph", "apply": "applying it",
+              "done": "done"}
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        with Progress(TextColumn("{task.description:<22}"), BarColumn(), TaskProgressColumn(), TimeElapsedColumn(),
+                      console=err, transient=True, disable=not err.is_terminal) as progress:
+            task = progress.add_task(labels["parse"], total=100)
+
+            def on_progress(phase: str, percent: int) -> None:  # also called from the parsing thread
+                progress.update(task, description=labels.get(phase, phase), completed=percent)
+
+            return await import_file(make_sessionmaker(engine), path, source, on_progress)
+    finally:
+        await engine.dispose()
+
+
+def _print_import_report(report: dict[str, Any]) -> None:
+    from rich.table import Table
+
+    from iotistic.twin.graph import NodeType
+
+    table = Table(title=f"{report['source']} ({report['schema']})", title_justify="left")
+    for column in ("type", "in file", "created", "updated", "deleted"):
+        table.add_column(column, justify="left" if column == "type" else "right")
+    for kind in NodeType:
+        numbers = [report[key].get(kind.value, 0) for key in ("counts", "created", "updated", "deleted")]
+        if any(numbers):
+            table.add_row(kind.value, *(str(n) for n in numbers))
+    out.print(table)
+    out.print(f"edges: {report['edges']} in file, {report['edgesCreated']} created, {report['edgesDeleted']} deleted")
+    for lost in report["lostMappings"]:
+        out.print(Text(f"device {lost['device']} lost its place: {lost['globalId']} is gone from the file",
+                       style="yellow"))
+    warnings = report["warnings"]
+    if warnings:
+        out.print(Text(f"{len(warnings)} warning(s):", style="yellow"))
+        for warning in warnings[:20]:
+            out.print(f"  {warning}")
+        if len(warnings) > 20:
+            out.print(f"  ... and {len(warnings) - 20} more")
+
+
+@twin_app.command("import")
+def twin_import(
+    file: Annotated[Path, typer.Argument(help="The IFC file (IFC2X3, IFC4 or IFC4X3; .ifc, STEP physical file).")],
+    source: Annotated[str | None, typer.Option(
+        "--source", help="The import's name in the graph (default: the file's name); importing again under the "
+                         "same name updates what it made.")] = None,
+) -> None:
+    """Import an IFC file into the building graph (in one transaction: a bad file changes nothing), then print what
+    changed. Works directly on the database (DATABASE_URL etc.)."""
+    _twin_available()
+    settings = _load_settings()
+    _prepare_storage(settings)
+    _require_migrated(settings)
+    from iotistic.twin.ifc_import import IfcError
+    from iotistic.twin.planning import SnapshotError
+
+    try:
+        report = asyncio.run(_twin_import(settings, file, source or file.name))
+    except (IfcError, SnapshotError) as exc:
+        fail(f"{file}: {exc}")
+    except _db_errors() as exc:
+        fail(f"importing into {_display_url(settings.sqlalchemy_url)} failed: {_describe_db_error(exc)}")
+    _print_import_report(report)
+
+
+async def _twin_tree(settings: CloudSettings, ref: str | None, depth: int) -> list[Any]:
+    from iotistic.core.db import make_engine, make_sessionmaker
+    from iotistic.twin.graph import NodeType
+    from iotistic.twin.store import NotFound, SqlGraphStore
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            store = SqlGraphStore(session)
+            if ref is None:
+                roots = await store.search(kinds=[NodeType.project], limit=1000)
+                roots = roots or await store.search(kinds=[NodeType.site], limit=1000)
+            else:
+                try:
+                    roots = [await store.get_node(int(ref) if ref.isdigit() else ref)]
+                except NotFound:
+                    roots = [n for n in await store.search(ref, limit=1000) if n.name.lower() == ref.lower()]
+                if not roots:
+                    fail(f"no node with the id, GlobalId or name {ref!r}")
+                if len(roots) > 1:
+                    fail(f"{len(roots)} nodes are named {ref!r}: give an id ({', '.join(str(n.id) for n in roots)})")
+            return [(await store.subtree(root.id, depth))[0] for root in roots]
+    finally:
+        await engine.dispose()
+
+
+def _node_label(node: Any) -> Text:
+    if node.kind == "Device":
+        return Text.assemble(("device ", "bold green"), (node.name, "green"), (f"  {node.device_uuid}", "dim"))
+    label = Text.assemble((f"{node.kind} ", "bold"), node.name or "(unnamed)")
+    if node.kind == "Element" and node.ifc_class:
+        label.append(f" {node.ifc_class}", style="cyan")
+    label.append(f"  #{node.id}" + (f" {node.global_id}" if node.global_id else ""), style="dim")
+    return label
+
+
+@twin_app.command("show")
+def twin_show(
+    node: Annotated[str | None, typer.Argument(
+        help="A node's id, GlobalId or exact name; default: every project (or site).")] = None,
+    depth: Annotated[int, typer.Option("--depth", min=1, max=64, help="How many levels to show.")] = 8,
+) -> None:
+    """Print the building graph under a node as a tree, with the devices mapped into it."""
+    _cloud_imports_available()
+    from rich.tree import Tree
+
+    settings = _load_settings()
+    _prepare_storage(settings)
+    _require_migrated(settings)
+    try:
+        subtrees = asyncio.run(_twin_tree(settings, node, depth))
+    except _db_errors() as exc:
+        fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
+    if not subtrees:
+        out.print("the graph is empty: import an IFC file with `iotistic twin import FILE.ifc`")
+        return
+    for entries in subtrees:
+        branches: dict[int, Tree] = {}
+        root = None
+        for entry in entries:
+            label = _node_label(entry.node)
+            if entry.via == "GROUPS":
+                label = Text.assemble(("grouped: ", "dim"), label)
+            parent = branches.get(entry.parent_id) if entry.parent_id is not None else None
+            if parent is None:
+                root = branches[entry.node.id] = Tree(label)
+            else:
+                branches[entry.node.id] = parent.add(label)
+        if root is not None:
+            out.print(root)
 
 
 if __name__ == "__main__":
