@@ -370,10 +370,16 @@ def main() -> None:
                         help="live stream as in production (Redis); '' for none")
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--profile", metavar="FILE", help="cProfile the ingest drain into FILE (in-process only)")
+    parser.add_argument("--no-uvloop", dest="uvloop", action="store_false",
+                        help="the standard asyncio loop instead of uvloop")
     parser.add_argument("--workers", type=int, default=0,
                         help="drain with N `iotistic ingest` processes sharing the subscription (0: in-process)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.uvloop:  # as `iotistic ingest` and uvicorn run; the raw subscriber shares the loop, so it gains too
+        import uvloop
+
+        sys.exit(uvloop.run(run(args)))
     sys.exit(asyncio.run(run(args)))
 
 

@@ -609,10 +609,10 @@ def ingest(ctx: typer.Context) -> None:
 
     configure_logging(settings.log_level)
     _require_migrated(settings)
-    from iotistic.ingest.runner import run_service
+    from iotistic.ingest.runner import run_forever
 
     try:
-        asyncio.run(run_service(settings))
+        run_forever(settings)
     except _db_errors() as exc:
         fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
 
