@@ -14,6 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
+import orjson
 from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,6 +26,7 @@ from iotistic.twin.models import TwinEdge, TwinNode
 from iotistic.twin.planning import (
     EdgeKey,
     ExistingNode,
+    PreparedNode,
     SnapshotError,
     clean_json,
     clean_text,
@@ -196,15 +198,16 @@ class GraphStore(Protocol):
 _nodes = cast(Table, TwinNode.__table__)
 _edges = cast(Table, TwinEdge.__table__)
 
-# "Inside" as one relation (parent_id, child_id, kind): the spatial tree and zone membership point down, while
-# LOCATED_IN points from the thing to its place, so it is read backwards. Devices inside a space include the
-# devices mapped to elements located in that space, because both steps are LOCATED_IN.
-_CHILDREN = f"""
-    SELECT source_id AS parent_id, target_id AS child_id, kind FROM twin_edges
-     WHERE kind IN ('{EdgeType.contains.value}', '{EdgeType.groups.value}')
-    UNION ALL
-    SELECT target_id, source_id, kind FROM twin_edges WHERE kind = '{EdgeType.located_in.value}'
-"""  # noqa: S608
+# "Inside" follows CONTAINS and GROUPS downwards (parent -> child, zone -> member) and LOCATED_IN backwards
+# (thing -> place), so the devices inside a space include those mapped to elements located in it. One join with an
+# OR lets PostgreSQL probe both edge indexes per step (a UNION ALL of the two directions made it scan every edge
+# at each level: 270 ms instead of 66 ms for a building of the 100,000-node benchmark).
+_STEP_JOIN = f"""
+    JOIN twin_edges e
+      ON (e.source_id = {{at}} AND e.kind IN ('{EdgeType.contains.value}', '{EdgeType.groups.value}'))
+      OR (e.target_id = {{at}} AND e.kind = '{EdgeType.located_in.value}')
+"""
+_STEP_CHILD = f"CASE WHEN e.kind = '{EdgeType.located_in.value}' THEN e.source_id ELSE e.target_id END"
 
 # Every node inside :root (the root included). UNION, not UNION ALL: a node already reached is not walked
 # again, so the walk ends even on a cyclic graph.
@@ -212,18 +215,17 @@ _INSIDE = f"""
     inside(id) AS (
         SELECT CAST(:root AS INTEGER)
         UNION
-        SELECT c.child_id FROM inside JOIN ({_CHILDREN}) c ON c.parent_id = inside.id
+        SELECT {_STEP_CHILD} FROM inside {_STEP_JOIN.format(at="inside.id")}
     )
 """  # noqa: S608
 
-# The devices among the nodes of `inside`, with the place each is mapped to.
+# The devices among the nodes of `inside`, with the place each is mapped to (at most one: map_device moves).
 _DEVICES_OF_INSIDE = f"""
-    SELECT d.id, d.uuid, d.name, n.id AS node_id,
-           (SELECT MIN(l.target_id) FROM twin_edges l
-             WHERE l.source_id = n.id AND l.kind = '{EdgeType.located_in.value}') AS located_in
+    SELECT d.id, d.uuid, d.name, n.id AS node_id, l.target_id AS located_in
       FROM inside
       JOIN twin_nodes n ON n.id = inside.id AND n.kind = '{NodeType.device.value}'
       JOIN devices d ON d.id = n.device_id
+      LEFT JOIN twin_edges l ON l.source_id = n.id AND l.kind = '{EdgeType.located_in.value}'
 """  # noqa: S608
 _DEVICES_IN = f"WITH RECURSIVE {_INSIDE} {_DEVICES_OF_INSIDE}"
 
@@ -231,6 +233,14 @@ _DEVICES_IN = f"WITH RECURSIVE {_INSIDE} {_DEVICES_OF_INSIDE}"
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
     for start in range(0, len(items), size):
         yield items[start:start + size]
+
+
+def _node_arrays(nodes: Sequence[PreparedNode]) -> dict[str, list[Any]]:
+    """Column arrays for PostgreSQL's unnest (properties as JSON text, cast to JSONB there)."""
+    return {"kinds": [p.spec.kind.value for p in nodes], "gids": [p.spec.global_id for p in nodes],
+            "names": [p.spec.name for p in nodes], "classes": [p.spec.ifc_class for p in nodes],
+            "props": [orjson.dumps(p.spec.properties).decode() for p in nodes],
+            "digests": [p.digest for p in nodes]}
 
 
 def _rowcount(result: Any) -> int:
@@ -270,29 +280,62 @@ class SqlGraphStore:
             report.deleted[gone.kind] += 1
 
         if plan.insert:
-            await self.session.execute(insert(_nodes), [
-                {"kind": p.spec.kind.value, "global_id": p.spec.global_id, "name": p.spec.name,
-                 "ifc_class": p.spec.ifc_class, "properties": p.spec.properties, "digest": p.digest,
-                 "source": source, "created_at": now, "updated_at": now}
-                for p in plan.insert
-            ])
+            await self._insert_nodes([(None, p) for p in plan.insert], source, now)
             for p in plan.insert:
                 report.created[p.spec.kind.value] += 1
         if plan.update:
-            stmt = (update(_nodes).where(_nodes.c.id == bindparam("b_id"))
-                    .values(kind=bindparam("b_kind"), name=bindparam("b_name"), ifc_class=bindparam("b_class"),
-                            properties=bindparam("b_props", type_=JSONType), digest=bindparam("b_digest"),
-                            source=bindparam("b_source"), updated_at=bindparam("b_now")))
-            await self.session.execute(stmt, [
-                {"b_id": row_id, "b_kind": p.spec.kind.value, "b_name": p.spec.name, "b_class": p.spec.ifc_class,
-                 "b_props": p.spec.properties, "b_digest": p.digest, "b_source": source, "b_now": now}
-                for row_id, p in plan.update
-            ])
+            await self._update_nodes(plan.update, source, now)
             for _, p in plan.update:
                 report.updated[p.spec.kind.value] += 1
 
         await self._apply_edges(snapshot, source, report)
         return report
+
+    @property
+    def _on_postgres(self) -> bool:
+        return self.session.get_bind().dialect.name == "postgresql"
+
+    async def _insert_nodes(self, rows: list[tuple[None, PreparedNode]], source: str, now: dt.datetime) -> None:
+        nodes = [p for _, p in rows]
+        if self._on_postgres:
+            # One statement over arrays: asyncpg's executemany costs ~0.1 ms per row (2.5 s for 25,000 nodes).
+            await self.session.execute(text("""
+                INSERT INTO twin_nodes (kind, global_id, name, ifc_class, properties, digest, source,
+                                        created_at, updated_at)
+                SELECT k, g, n, c, p, d, :source, :now, :now
+                  FROM unnest(CAST(:kinds AS VARCHAR[]), CAST(:gids AS VARCHAR[]), CAST(:names AS TEXT[]),
+                              CAST(:classes AS VARCHAR[]), CAST(:props AS JSONB[]), CAST(:digests AS VARCHAR[]))
+                       AS u(k, g, n, c, p, d)
+            """), {"source": source, "now": now, **_node_arrays(nodes)})
+            return
+        await self.session.execute(insert(_nodes), [
+            {"kind": p.spec.kind.value, "global_id": p.spec.global_id, "name": p.spec.name,
+             "ifc_class": p.spec.ifc_class, "properties": p.spec.properties, "digest": p.digest,
+             "source": source, "created_at": now, "updated_at": now}
+            for p in nodes
+        ])
+
+    async def _update_nodes(self, rows: list[tuple[int, PreparedNode]], source: str, now: dt.datetime) -> None:
+        if self._on_postgres:
+            await self.session.execute(text("""
+                UPDATE twin_nodes SET kind = u.k, name = u.n, ifc_class = u.c, properties = u.p, digest = u.d,
+                                      source = :source, updated_at = :now
+                  FROM unnest(CAST(:ids AS INTEGER[]), CAST(:kinds AS VARCHAR[]), CAST(:gids AS VARCHAR[]),
+                              CAST(:names AS TEXT[]), CAST(:classes AS VARCHAR[]), CAST(:props AS JSONB[]),
+                              CAST(:digests AS VARCHAR[])) AS u(id, k, g, n, c, p, d)
+                 WHERE twin_nodes.id = u.id
+            """), {"source": source, "now": now, "ids": [row_id for row_id, _ in rows],
+                   **_node_arrays([p for _, p in rows])})
+            return
+        stmt = (update(_nodes).where(_nodes.c.id == bindparam("b_id"))
+                .values(kind=bindparam("b_kind"), name=bindparam("b_name"), ifc_class=bindparam("b_class"),
+                        properties=bindparam("b_props", type_=JSONType), digest=bindparam("b_digest"),
+                        source=bindparam("b_source"), updated_at=bindparam("b_now")))
+        await self.session.execute(stmt, [
+            {"b_id": row_id, "b_kind": p.spec.kind.value, "b_name": p.spec.name, "b_class": p.spec.ifc_class,
+             "b_props": p.spec.properties, "b_digest": p.digest, "b_source": source, "b_now": now}
+            for row_id, p in rows
+        ])
 
     async def delete_source(self, source: str) -> ApplyReport:
         """Remove everything one import made (device mappings into it are reported as lost)."""
@@ -351,7 +394,15 @@ class SqlGraphStore:
         plan = plan_edges(desired, existing, foreign)
         for chunk in _chunks(plan.delete):
             await self.session.execute(delete(_edges).where(_edges.c.id.in_(chunk)))
-        if plan.insert:
+        if plan.insert and self._on_postgres:
+            await self.session.execute(text("""
+                INSERT INTO twin_edges (kind, source_id, target_id, properties, origin, created_at)
+                SELECT k, s, t, '{}', :origin, :now
+                  FROM unnest(CAST(:kinds AS VARCHAR[]), CAST(:sources AS INTEGER[]), CAST(:targets AS INTEGER[]))
+                       AS u(k, s, t)
+            """), {"origin": source, "now": utcnow(), "kinds": [k for k, _, _ in plan.insert],
+                   "sources": [src for _, src, _ in plan.insert], "targets": [tgt for _, _, tgt in plan.insert]})
+        elif plan.insert:
             now = utcnow()
             await self.session.execute(insert(_edges), [
                 {"kind": kind, "source_id": src, "target_id": tgt, "properties": {}, "origin": source,
@@ -412,8 +463,8 @@ class SqlGraphStore:
             WITH RECURSIVE sub(id, depth, parent_id, via) AS (
                 SELECT CAST(:root AS INTEGER), 0, CAST(NULL AS INTEGER), CAST(NULL AS TEXT)
                 UNION
-                SELECT c.child_id, sub.depth + 1, c.parent_id, CAST(c.kind AS TEXT)
-                  FROM sub JOIN ({_CHILDREN}) c ON c.parent_id = sub.id
+                SELECT {_STEP_CHILD}, sub.depth + 1, sub.id, CAST(e.kind AS TEXT)
+                  FROM sub {_STEP_JOIN.format(at="sub.id")}
                  WHERE sub.depth < :depth
             ),
             best AS (SELECT id, MIN(depth) AS depth FROM sub GROUP BY id)
