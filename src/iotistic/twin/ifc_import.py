@@ -200,6 +200,7 @@ class _SnapshotBuilder:
         self.psets: dict[int, dict[str, dict[str, Any]]] = {}  # entity id -> its own property sets
         self.definitions: dict[int, tuple[str, dict[str, Any]]] = {}  # property set id -> its name and values
         self.indexes: dict[str, dict[str, int]] = {}  # IFC class -> attribute name -> position
+        self.node_positions: dict[str, tuple[int, ...]] = {}  # IFC class -> positions of _NODE_ATTRIBUTES
 
     # Attribute access by position: `entity.Name` costs 5-7x `entity.get_argument(i)`, and asking for an attribute
     # a class lacks goes through IfcOpenShell's derived-attribute machinery (an import per call).
@@ -223,6 +224,16 @@ class _SnapshotBuilder:
     def attrs(self, entity: _Entity, *names: str) -> list[Any]:
         positions = self.positions(entity.is_a())
         return [None if (p := positions.get(n)) is None else entity.get_argument(p) for n in names]
+
+    def node_attributes(self, entity: _Entity, ifc_class: str) -> list[Any]:
+        """`attrs(entity, *_NODE_ATTRIBUTES)` for an entity of `ifc_class`, with the positions kept per class: this
+        runs once per node, and the name lookups were most of its cost."""
+        positions = self.node_positions.get(ifc_class)
+        if positions is None:
+            by_name = self.positions(ifc_class)
+            positions = self.node_positions[ifc_class] = tuple(by_name.get(n, -1) for n in _NODE_ATTRIBUTES)
+        get = entity.get_argument
+        return [None if p < 0 else get(p) for p in positions]
 
     def relationships(self, rel_class: str, *names: str) -> Iterator[list[Any]]:
         """The given attributes of every relationship of a class (subtypes included)."""
@@ -290,7 +301,7 @@ class _SnapshotBuilder:
         return found
 
     def _register(self, entity: _Entity, kind: NodeType) -> bool:
-        gid = self.attr(entity, "GlobalId")
+        gid = entity.get_argument(0)  # every node is an IfcRoot, whose first attribute is the GlobalId
         if not gid:
             self.warn(f"{entity.is_a()} #{entity.id()} has no GlobalId: skipped")
             return False
@@ -432,12 +443,14 @@ class _SnapshotBuilder:
         key = entity.id()
         kind = self.kinds[key]
         ifc_class = entity.is_a()
-        name, object_type, predefined, *extra = self.attrs(entity, "Name", "ObjectType", "PredefinedType",
-                                                           "LongName", "Description", "Tag")
+        name, object_type, predefined, long_name, description, tag = self.node_attributes(entity, ifc_class)
         properties: dict[str, Any] = {}
-        for attribute, value in zip(("LongName", "Description", "Tag"), extra, strict=True):
-            if value:
-                properties[attribute] = value
+        if long_name:
+            properties["LongName"] = long_name
+        if description:
+            properties["Description"] = description
+        if tag:
+            properties["Tag"] = tag
         if object_type:
             properties["ObjectType"] = object_type
         type_object = self.type_of.get(key)
@@ -464,4 +477,5 @@ class _SnapshotBuilder:
                                             properties=properties))
 
 
+_NODE_ATTRIBUTES = ("Name", "ObjectType", "PredefinedType", "LongName", "Description", "Tag")
 _MAX_DEPTH = 1000  # longest chain of parents followed (a cycle in a broken file must not hang the import)

@@ -27,8 +27,15 @@ class SnapshotError(ValueError):
 
 @dataclass(frozen=True)
 class PreparedNode:
-    spec: NodeSpec  # cleaned: text without NUL, properties plain JSON values
+    spec: NodeSpec  # text cleaned (no NUL); properties as given: `properties_json` is their cleaned form
     digest: str  # what a re-import compares to tell whether the node changed
+    properties_json: str  # the cleaned properties as compact JSON, keys sorted: what is stored
+    kind: str  # spec.kind's value as plain text (an enum's .value costs ~3 us, 25,000 times per import)
+
+    @property
+    def properties(self) -> Any:
+        """The cleaned properties as plain JSON values."""
+        return orjson.loads(self.properties_json)
 
 
 @dataclass(frozen=True)
@@ -77,8 +84,27 @@ def clean_text(value: str) -> str:
 
 
 def node_digest(kind: str, name: str, ifc_class: str | None, properties: dict[str, Any]) -> str:
-    payload = orjson.dumps([kind, name, ifc_class, properties], option=orjson.OPT_SORT_KEYS)
+    return _digest(kind, name, ifc_class, orjson.dumps(properties, option=orjson.OPT_SORT_KEYS))
+
+
+def _digest(kind: str, name: str, ifc_class: str | None, properties_json: bytes) -> str:
+    # The bytes of orjson.dumps([kind, name, ifc_class, properties], OPT_SORT_KEYS) (orjson writes no spaces),
+    # assembled so the properties are serialised once: the digests stored by earlier versions stay valid.
+    payload = orjson.dumps([kind, name, ifc_class])[:-1] + b"," + properties_json + b"]"
     return hashlib.blake2b(payload, digest_size=16).hexdigest()
+
+
+def properties_json(properties: Any) -> bytes:
+    """`clean_json(properties)` as compact JSON with sorted keys. orjson alone already writes NaN and infinities
+    as null and tuples as lists; only values it refuses (non-text keys, other types) or text holding NUL (written
+    as \\u0000) take the slower clean_json path. Straight to bytes, it is ~5x faster on an import's 25,000 nodes."""
+    try:
+        raw = orjson.dumps(properties, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        raw = None
+    if raw is None or b"\\u0000" in raw:
+        raw = orjson.dumps(clean_json(properties), option=orjson.OPT_SORT_KEYS)
+    return raw
 
 
 def prepare(snapshot: GraphSnapshot, source: str) -> list[PreparedNode]:
@@ -94,16 +120,17 @@ def prepare(snapshot: GraphSnapshot, source: str) -> list[PreparedNode]:
         if gid in seen:
             raise SnapshotError(f"GlobalId {gid} appears twice")
         seen.add(gid)
-        kind = NodeType(node.kind)
+        kind = node.kind if type(node.kind) is NodeType else NodeType(node.kind)
         if kind is NodeType.device:
             raise SnapshotError(f"{gid}: Device nodes come from the registry, not from an import")
         ifc_class = clean_text(node.ifc_class) if node.ifc_class else None
         if ifc_class is not None and len(ifc_class) > MAX_IFC_CLASS:
             raise SnapshotError(f"{gid}: IFC class longer than {MAX_IFC_CLASS} characters")
         name = clean_text(node.name or "")
-        properties = clean_json(node.properties or {})
-        spec = NodeSpec(global_id=gid, kind=kind, name=name, ifc_class=ifc_class, properties=properties)
-        prepared.append(PreparedNode(spec, node_digest(kind.value, name, ifc_class, properties)))
+        raw = properties_json(node.properties or {})
+        spec = NodeSpec(global_id=gid, kind=kind, name=name, ifc_class=ifc_class, properties=node.properties or {})
+        kind_text = str(kind)  # StrEnum: its value, through C (`.value` is a Python-level descriptor)
+        prepared.append(PreparedNode(spec, _digest(kind_text, name, ifc_class, raw), raw.decode(), kind_text))
     for edge in snapshot.edges:
         for end in (edge.source, edge.target):
             if end not in seen:
@@ -134,7 +161,7 @@ def plan_nodes(prepared: Iterable[PreparedNode], existing: Mapping[str, Existing
 
 
 def desired_edges(edges: Iterable[EdgeSpec], ids: Mapping[str, int]) -> set[EdgeKey]:
-    return {(edge.kind.value, ids[edge.source], ids[edge.target]) for edge in edges}
+    return {(str(edge.kind), ids[edge.source], ids[edge.target]) for edge in edges}  # str(): see prepare
 
 
 def plan_edges(desired: set[EdgeKey], existing: Mapping[EdgeKey, int], foreign: set[EdgeKey]) -> EdgePlan:

@@ -14,7 +14,6 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
-import orjson
 from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -237,9 +236,9 @@ def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]
 
 def _node_arrays(nodes: Sequence[PreparedNode]) -> dict[str, list[Any]]:
     """Column arrays for PostgreSQL's unnest (properties as JSON text, cast to JSONB there)."""
-    return {"kinds": [p.spec.kind.value for p in nodes], "gids": [p.spec.global_id for p in nodes],
+    return {"kinds": [p.kind for p in nodes], "gids": [p.spec.global_id for p in nodes],
             "names": [p.spec.name for p in nodes], "classes": [p.spec.ifc_class for p in nodes],
-            "props": [orjson.dumps(p.spec.properties).decode() for p in nodes],
+            "props": [p.properties_json for p in nodes],
             "digests": [p.digest for p in nodes]}
 
 
@@ -279,41 +278,62 @@ class SqlGraphStore:
         for gone in plan.delete:
             report.deleted[gone.kind] += 1
 
+        # GlobalId -> row id of every node of the snapshot, for its edges: the existing ones' ids are known (those
+        # just deleted are in no edge of the snapshot), the new ones' come from the insert. No reading back.
+        ids = {gid: old.id for gid, old in existing.items()}
         if plan.insert:
-            await self._insert_nodes([(None, p) for p in plan.insert], source, now)
+            ids.update(await self._insert_nodes(plan.insert, source, now))
             for p in plan.insert:
-                report.created[p.spec.kind.value] += 1
+                report.created[p.kind] += 1
         if plan.update:
             await self._update_nodes(plan.update, source, now)
             for _, p in plan.update:
-                report.updated[p.spec.kind.value] += 1
+                report.updated[p.kind] += 1
 
-        await self._apply_edges(snapshot, source, report)
+        await self._apply_edges(snapshot, source, ids, report)
         return report
 
     @property
     def _on_postgres(self) -> bool:
         return self.session.get_bind().dialect.name == "postgresql"
 
-    async def _insert_nodes(self, rows: list[tuple[None, PreparedNode]], source: str, now: dt.datetime) -> None:
-        nodes = [p for _, p in rows]
+    async def _asyncpg(self) -> Any:
+        """The session's asyncpg connection, inside the session's transaction (for COPY)."""
+        connection = await self.session.connection()
+        raw = await connection.get_raw_connection()
+        return raw.driver_connection
+
+    async def _insert_nodes(self, nodes: list[PreparedNode], source: str, now: dt.datetime) -> dict[str, int]:
+        """Insert new nodes; returns their ids by GlobalId."""
         if self._on_postgres:
-            # One statement over arrays: asyncpg's executemany costs ~0.1 ms per row (2.5 s for 25,000 nodes).
-            await self.session.execute(text("""
-                INSERT INTO twin_nodes (kind, global_id, name, ifc_class, properties, digest, source,
-                                        created_at, updated_at)
-                SELECT k, g, n, c, p, d, :source, :now, :now
-                  FROM unnest(CAST(:kinds AS VARCHAR[]), CAST(:gids AS VARCHAR[]), CAST(:names AS TEXT[]),
-                              CAST(:classes AS VARCHAR[]), CAST(:props AS JSONB[]), CAST(:digests AS VARCHAR[]))
-                       AS u(k, g, n, c, p, d)
-            """), {"source": source, "now": now, **_node_arrays(nodes)})
-            return
+            # Ids drawn from the table's sequence first, so the rows can go in by COPY (about twice as fast as an
+            # INSERT over unnest arrays, and asyncpg's executemany costs ~0.1 ms per row) and their edges need no
+            # read-back of the new ids. Sorted: ids follow the snapshot's order, as a plain INSERT gives them.
+            pg = await self._asyncpg()
+            # As one array: 25,000 rows through SQLAlchemy's result machinery cost ~100 ms more.
+            new_ids = sorted(await pg.fetchval(
+                "SELECT array_agg(nextval(pg_get_serial_sequence('twin_nodes', 'id'))) FROM generate_series(1, $1)",
+                len(nodes)))
+            await pg.copy_records_to_table(
+                "twin_nodes",
+                columns=("id", "kind", "global_id", "name", "ifc_class", "properties", "digest", "source",
+                         "created_at", "updated_at"),
+                records=[(new_id, p.kind, p.spec.global_id, p.spec.name, p.spec.ifc_class,
+                          p.properties_json, p.digest, source, now, now)
+                         for new_id, p in zip(new_ids, nodes, strict=True)])
+            return {p.spec.global_id: new_id for new_id, p in zip(new_ids, nodes, strict=True)}
         await self.session.execute(insert(_nodes), [
-            {"kind": p.spec.kind.value, "global_id": p.spec.global_id, "name": p.spec.name,
-             "ifc_class": p.spec.ifc_class, "properties": p.spec.properties, "digest": p.digest,
+            {"kind": p.kind, "global_id": p.spec.global_id, "name": p.spec.name,
+             "ifc_class": p.spec.ifc_class, "properties": p.properties, "digest": p.digest,
              "source": source, "created_at": now, "updated_at": now}
             for p in nodes
         ])
+        gids = [p.spec.global_id for p in nodes]
+        found: dict[str, int] = {}
+        for chunk in _chunks(gids):
+            found.update((row.global_id, row.id) for row in await self.session.execute(
+                select(_nodes.c.global_id, _nodes.c.id).where(_nodes.c.global_id.in_(chunk))))
+        return found
 
     async def _update_nodes(self, rows: list[tuple[int, PreparedNode]], source: str, now: dt.datetime) -> None:
         if self._on_postgres:
@@ -332,8 +352,8 @@ class SqlGraphStore:
                         properties=bindparam("b_props", type_=JSONType), digest=bindparam("b_digest"),
                         source=bindparam("b_source"), updated_at=bindparam("b_now")))
         await self.session.execute(stmt, [
-            {"b_id": row_id, "b_kind": p.spec.kind.value, "b_name": p.spec.name, "b_class": p.spec.ifc_class,
-             "b_props": p.spec.properties, "b_digest": p.digest, "b_source": source, "b_now": now}
+            {"b_id": row_id, "b_kind": p.kind, "b_name": p.spec.name, "b_class": p.spec.ifc_class,
+             "b_props": p.properties, "b_digest": p.digest, "b_source": source, "b_now": now}
             for row_id, p in rows
         ])
 
@@ -342,12 +362,20 @@ class SqlGraphStore:
         return await self.apply_snapshot(GraphSnapshot(schema=""), source=source)
 
     async def _existing_nodes(self, source: str, global_ids: list[str]) -> dict[str, ExistingNode]:
+        """Every node of `source`, and any other node holding one of `global_ids` (another import's)."""
         cols = (_nodes.c.id, _nodes.c.global_id, _nodes.c.kind, _nodes.c.digest, _nodes.c.source)
         found: dict[str, ExistingNode] = {}
         for row in await self.session.execute(select(*cols).where(_nodes.c.source == source)):
-            found[row.global_id] = ExistingNode(row.id, row.global_id, row.kind, row.digest, row.source)
+            found[row[1]] = ExistingNode(*row)
         # A re-import finds everything above; a first import looks its GlobalIds up (another import may hold some).
         missing = [gid for gid in global_ids if gid not in found]
+        if missing and self._on_postgres:
+            # One round trip, the GlobalIds as one array parameter (an OR with the query above made PostgreSQL
+            # scan the table: 300 ms instead of 60 on a re-import).
+            gids = bindparam("gids", missing, type_=postgresql.ARRAY(_nodes.c.global_id.type))
+            for row in (await self.session.execute(select(*cols).where(_nodes.c.global_id == func.any(gids)))):
+                found[row[1]] = ExistingNode(*row)
+            return found
         for chunk in _chunks(missing):
             for row in await self.session.execute(select(*cols).where(_nodes.c.global_id.in_(chunk))):
                 found[row.global_id] = ExistingNode(row.id, row.global_id, row.kind, row.digest, row.source)
@@ -378,9 +406,9 @@ class SqlGraphStore:
         report.lost_mappings = sorted((uuid, gid) for uuid, gid, node_id, target_id in rows
                                       if (node_id, target_id) in wanted)
 
-    async def _apply_edges(self, snapshot: GraphSnapshot, source: str, report: ApplyReport) -> None:
-        ids = {row.global_id: row.id for row in await self.session.execute(
-            select(_nodes.c.global_id, _nodes.c.id).where(_nodes.c.source == source))}
+    async def _apply_edges(self, snapshot: GraphSnapshot, source: str, ids: dict[str, int],
+                           report: ApplyReport) -> None:
+        """`ids`: the row id of every node of the snapshot, by GlobalId."""
         desired = desired_edges(snapshot.edges, ids)
         existing: dict[EdgeKey, int] = {}
         for row in await self.session.execute(
@@ -394,16 +422,14 @@ class SqlGraphStore:
         plan = plan_edges(desired, existing, foreign)
         for chunk in _chunks(plan.delete):
             await self.session.execute(delete(_edges).where(_edges.c.id.in_(chunk)))
+        now = utcnow()
         if plan.insert and self._on_postgres:
-            await self.session.execute(text("""
-                INSERT INTO twin_edges (kind, source_id, target_id, properties, origin, created_at)
-                SELECT k, s, t, '{}', :origin, :now
-                  FROM unnest(CAST(:kinds AS VARCHAR[]), CAST(:sources AS INTEGER[]), CAST(:targets AS INTEGER[]))
-                       AS u(k, s, t)
-            """), {"origin": source, "now": utcnow(), "kinds": [k for k, _, _ in plan.insert],
-                   "sources": [src for _, src, _ in plan.insert], "targets": [tgt for _, _, tgt in plan.insert]})
+            # COPY: about twice as fast as an INSERT over unnest arrays (the two foreign-key checks per row
+            # remain; the nodes are in by now, in this transaction).
+            await (await self._asyncpg()).copy_records_to_table(
+                "twin_edges", columns=("kind", "source_id", "target_id", "properties", "origin", "created_at"),
+                records=[(kind, src, tgt, "{}", source, now) for kind, src, tgt in plan.insert])
         elif plan.insert:
-            now = utcnow()
             await self.session.execute(insert(_edges), [
                 {"kind": kind, "source_id": src, "target_id": tgt, "properties": {}, "origin": source,
                  "created_at": now}
