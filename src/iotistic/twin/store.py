@@ -200,7 +200,8 @@ _edges = cast(Table, TwinEdge.__table__)
 # "Inside" follows CONTAINS and GROUPS downwards (parent -> child, zone -> member) and LOCATED_IN backwards
 # (thing -> place), so the devices inside a space include those mapped to elements located in it. One join with an
 # OR lets PostgreSQL probe both edge indexes per step (a UNION ALL of the two directions made it scan every edge
-# at each level: 270 ms instead of 66 ms for a building of the 100,000-node benchmark).
+# at each level: 270 ms instead of 66 ms for a building of the 100,000-node benchmark). The subtree walk uses it on
+# both backends; PostgreSQL's walk for the devices inside a node has a faster form (_INSIDE_POSTGRES).
 _STEP_JOIN = f"""
     JOIN twin_edges e
       ON (e.source_id = {{at}} AND e.kind IN ('{EdgeType.contains.value}', '{EdgeType.groups.value}'))
@@ -210,11 +211,28 @@ _STEP_CHILD = f"CASE WHEN e.kind = '{EdgeType.located_in.value}' THEN e.source_i
 
 # Every node inside :root (the root included). UNION, not UNION ALL: a node already reached is not walked
 # again, so the walk ends even on a cyclic graph.
-_INSIDE = f"""
+_INSIDE_SQLITE = f"""
     inside(id) AS (
         SELECT CAST(:root AS INTEGER)
         UNION
         SELECT {_STEP_CHILD} FROM inside {_STEP_JOIN.format(at="inside.id")}
+    )
+"""  # noqa: S608
+# PostgreSQL: each step as two index-only scans, one per direction, in a LATERAL UNION ALL (a recursive term may
+# name the work table only once, hence LATERAL). The OR join above makes it a bitmap scan per step with a heap
+# visit per edge: 80-90 ms for a building of the 100,000-node benchmark against 35 ms (75 ms before a VACUUM has
+# set the visibility map the index-only scans rely on). SQLite has no LATERAL.
+_INSIDE_POSTGRES = f"""
+    inside(id) AS (
+        SELECT CAST(:root AS INTEGER)
+        UNION
+        SELECT step.id FROM inside CROSS JOIN LATERAL (
+            SELECT e.target_id AS id FROM twin_edges e
+             WHERE e.source_id = inside.id AND e.kind IN ('{EdgeType.contains.value}', '{EdgeType.groups.value}')
+            UNION ALL
+            SELECT e.source_id FROM twin_edges e
+             WHERE e.target_id = inside.id AND e.kind = '{EdgeType.located_in.value}'
+        ) step
     )
 """  # noqa: S608
 
@@ -226,7 +244,6 @@ _DEVICES_OF_INSIDE = f"""
       JOIN devices d ON d.id = n.device_id
       LEFT JOIN twin_edges l ON l.source_id = n.id AND l.kind = '{EdgeType.located_in.value}'
 """  # noqa: S608
-_DEVICES_IN = f"WITH RECURSIVE {_INSIDE} {_DEVICES_OF_INSIDE}"
 
 
 def _chunks(items: Sequence[Any], size: int = _CHUNK) -> Iterable[Sequence[Any]]:
@@ -297,6 +314,10 @@ class SqlGraphStore:
     def _on_postgres(self) -> bool:
         return self.session.get_bind().dialect.name == "postgresql"
 
+    @property
+    def _inside(self) -> str:
+        return _INSIDE_POSTGRES if self._on_postgres else _INSIDE_SQLITE
+
     async def _asyncpg(self) -> Any:
         """The session's asyncpg connection, inside the session's transaction (for COPY)."""
         connection = await self.session.connection()
@@ -306,9 +327,9 @@ class SqlGraphStore:
     async def _insert_nodes(self, nodes: list[PreparedNode], source: str, now: dt.datetime) -> dict[str, int]:
         """Insert new nodes; returns their ids by GlobalId."""
         if self._on_postgres:
-            # Ids drawn from the table's sequence first, so the rows can go in by COPY (about twice as fast as an
-            # INSERT over unnest arrays, and asyncpg's executemany costs ~0.1 ms per row) and their edges need no
-            # read-back of the new ids. Sorted: ids follow the snapshot's order, as a plain INSERT gives them.
+            # Ids drawn from the table's sequence first, so the rows can go in by COPY (25,000 nodes: ~0.5 s, an
+            # INSERT over unnest arrays ~0.75 s, asyncpg's executemany ~2.5 s) and their edges need no read-back
+            # of the new ids (~0.2 s). Sorted: ids follow the snapshot's order, as a plain INSERT gives them.
             pg = await self._asyncpg()
             # As one array: 25,000 rows through SQLAlchemy's result machinery cost ~100 ms more.
             new_ids = sorted(await pg.fetchval(
@@ -424,8 +445,8 @@ class SqlGraphStore:
             await self.session.execute(delete(_edges).where(_edges.c.id.in_(chunk)))
         now = utcnow()
         if plan.insert and self._on_postgres:
-            # COPY: about twice as fast as an INSERT over unnest arrays (the two foreign-key checks per row
-            # remain; the nodes are in by now, in this transaction).
+            # COPY: 25,000 edges in ~0.55 s, ~0.7 s as an INSERT over unnest arrays (most of either is the two
+            # foreign-key checks per row).
             await (await self._asyncpg()).copy_records_to_table(
                 "twin_edges", columns=("kind", "source_id", "target_id", "properties", "origin", "created_at"),
                 records=[(kind, src, tgt, "{}", source, now) for kind, src, tgt in plan.insert])
@@ -511,14 +532,15 @@ class SqlGraphStore:
     async def devices_in(self, ref: NodeRef) -> list[DeviceInPlace]:
         """Every registry device inside a site, building, storey, space, zone or element, however deep."""
         root = await self.resolve(ref)
-        rows = await self.session.execute(text(_DEVICES_IN + " ORDER BY d.name, d.uuid"), {"root": root})
-        return [DeviceInPlace(r.id, r.uuid, r.name, r.node_id, r.located_in) for r in rows]
+        rows = await self.session.execute(
+            text(f"WITH RECURSIVE {self._inside} {_DEVICES_OF_INSIDE} ORDER BY d.name, d.uuid"), {"root": root})
+        return [DeviceInPlace(*r) for r in rows]  # the columns in the dataclass's order: no lookups by name
 
     async def latest_telemetry_in(self, ref: NodeRef) -> list[tuple[DeviceInPlace, list[Reading]]]:
         """Every device inside the node with the newest reading of each of its metrics (none yet: empty)."""
         root = await self.resolve(ref)
         sql = text(f"""
-            WITH RECURSIVE {_INSIDE},
+            WITH RECURSIVE {self._inside},
             found AS ({_DEVICES_OF_INSIDE})
             SELECT found.*, t.metric, t.value, t.unit, t.ts
               FROM found LEFT JOIN telemetry_latest t ON t.device_id = found.id
@@ -578,7 +600,7 @@ class SqlGraphStore:
             params["root"] = await self.resolve(root)
             picked = (f"picked AS (SELECT n.id FROM inside JOIN twin_nodes n ON n.id = inside.id "  # noqa: S608
                       f"WHERE 1 = 1 {kind_filter} ORDER BY n.id LIMIT :limit)")
-            head = f"WITH RECURSIVE {_INSIDE}, "
+            head = f"WITH RECURSIVE {self._inside}, "
         node_rows = (await self.session.execute(text(f"""
             {head}{picked}
             SELECT n.id, n.kind, COALESCE(d.name, n.name) AS name, n.global_id, n.ifc_class, d.uuid
