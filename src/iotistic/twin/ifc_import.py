@@ -29,6 +29,7 @@ import ifcopenshell
 import ifcopenshell.util.element
 from ifcopenshell import ifcopenshell_wrapper
 
+from iotistic.twin.gcpause import gc_paused
 from iotistic.twin.graph import SPATIAL_ORDER, EdgeSpec, EdgeType, GraphSnapshot, NodeSpec, NodeType
 
 SUPPORTED_SCHEMAS = ("IFC2X3", "IFC4", "IFC4X3")
@@ -180,7 +181,8 @@ def _predefined_type(value: str | None, object_type: str | None, type_value: str
 
 def snapshot_from_ifc(model: ifcopenshell.file, on_progress: ProgressCallback | None = None) -> GraphSnapshot:
     """The graph an IFC model describes (see the module's docstring). Does no I/O."""
-    return _SnapshotBuilder(model, on_progress).build()
+    with gc_paused():
+        return _SnapshotBuilder(model, on_progress).build()
 
 
 _Entity = ifcopenshell.entity_instance

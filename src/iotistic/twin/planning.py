@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 
+from iotistic.twin.gcpause import gc_paused
 from iotistic.twin.graph import EdgeSpec, GraphSnapshot, NodeSpec, NodeType
 
 MAX_GLOBAL_ID = 64  # IFC GlobalIds are 22 characters; the column leaves room for other keys
@@ -111,6 +112,11 @@ def prepare(snapshot: GraphSnapshot, source: str) -> list[PreparedNode]:
     """Check the snapshot is self-consistent and clean its values. Raises SnapshotError naming the first fault."""
     if not source or len(source) > MAX_SOURCE:
         raise SnapshotError(f"source must be 1 to {MAX_SOURCE} characters")
+    with gc_paused():
+        return _prepare(snapshot)
+
+
+def _prepare(snapshot: GraphSnapshot) -> list[PreparedNode]:
     prepared: list[PreparedNode] = []
     seen: set[str] = set()
     for node in snapshot.nodes:
