@@ -1,0 +1,1 @@
+"""The usage exporter: Prometheus `/metrics` for one customer instance (devices, MQTT messages, storage)."""
