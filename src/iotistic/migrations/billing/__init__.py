@@ -1,0 +1,1 @@
+"""Alembic migrations of the billing database (run from code: `iotistic.billing.migrate`)."""
