@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -222,16 +222,10 @@ async def test_an_interrupted_job_is_marked_failed_at_start(app: Any, db_url: st
 # Size limit --------------------------------------------------------------------------------------------------
 
 @pytest.fixture
-def small_limit(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setenv("TWIN_MAX_UPLOAD_MB", "1")
-    yield
-
-
-@pytest.fixture
-async def limited_client(small_limit: None, db_url: str, tmp_path: Path, license_keys: LicenseKeys,
+async def limited_client(db_url: str, tmp_path: Path, license_keys: LicenseKeys,
                          app: Any) -> AsyncIterator[tuple[httpx.AsyncClient, Any]]:
     """A second app on the same database, started with TWIN_MAX_UPLOAD_MB=1."""
-    limited = create_app(make_settings(db_url, tmp_path / "limited", license_keys))
+    limited = create_app(make_settings(db_url, tmp_path / "limited", license_keys, TWIN_MAX_UPLOAD_MB=1))
     async with limited.router.lifespan_context(limited):
         transport = httpx.ASGITransport(app=limited, client=("127.0.0.1", 50001))
         async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as c:

@@ -61,6 +61,8 @@ class CloudSettings(BaseSettings):
     # else in-process (ingest must then run inside the API: `iotistic up`).
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
     live_stream_maxlen: int = Field(default=1000, alias="LIVE_STREAM_MAXLEN", ge=10, le=1_000_000)
+    # IFC uploads for the digital twin larger than this get a 413 as soon as the size is known.
+    twin_max_upload_mb: int = Field(default=200, ge=1, le=100_000, alias="TWIN_MAX_UPLOAD_MB")
 
     # Ingest (`iotistic ingest`, or inside the API with INGEST_IN_API). Its MQTT service account needs read on
     # iot/device/+/#; `iotistic ingest create-account` makes one. The client id must be stable per worker: the

@@ -21,15 +21,13 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field
 from python_multipart.exceptions import MultipartParseError
 from python_multipart.multipart import MultipartParser, parse_options_header
 
 from iotistic.cloud.deps import Admin, Session, require_feature
 from iotistic.cloud.errors import ApiError, not_found
 from iotistic.cloud.services import audit
-from iotistic.core.settings import ConfigError, describe_validation_error
 from iotistic.twin.ifc_import import IfcError, check_ifc_file
 from iotistic.twin.jobs import ImportJobs, get_job, job_json, list_jobs
 
@@ -43,23 +41,13 @@ _FIELDS = ("source",)  # the text fields read besides `file`
 _JOB_ID = r"^[0-9a-f]{32}$"
 
 
-class TwinImportSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
-
-    max_upload_mb: int = Field(default=200, ge=1, le=100_000, alias="TWIN_MAX_UPLOAD_MB")
-
-
 @contextlib.asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Per app: the job runner; jobs a stopped process left behind are marked failed now."""
-    try:
-        settings = TwinImportSettings()
-    except ValidationError as exc:
-        raise ConfigError(describe_validation_error(exc)) from None
     ctx = app.state.ctx
     jobs = ImportJobs(ctx.sessions, Path(ctx.settings.data_dir) / "twin-uploads")
     app.state.twin_imports = jobs
-    app.state.twin_max_upload = settings.max_upload_mb * _MB
+    app.state.twin_max_upload = ctx.settings.twin_max_upload_mb * _MB
     try:
         await jobs.recover()
     except Exception:  # the database may be unreachable at start (/ready says so); jobs are checked on reads too
