@@ -5,7 +5,7 @@
 #
 # 1. installs the Debian packages that are missing (python3, venv, headers, gcc, PostgreSQL, Redis, Mosquitto,
 #    Docker engine, busybox-static and a local registry for the agent's runtime tests, Prometheus for the usage
-#    exporter's scrape test);
+#    exporter's scrape test, OpenVPN and the openssl CLI for the VPN's tunnel and certificate tests);
 # 2. starts PostgreSQL, Redis and Mosquitto on loopback when they are not answering (no systemd needed);
 # 3. creates or updates .venv with `pip install -e '.[dev]'`;
 # 4. runs ruff, import-linter, mypy and pytest; exits non-zero if any of them fails.
@@ -68,7 +68,7 @@ find_python() {
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for pkg in python3 python3-venv python3-dev gcc postgresql redis-server mosquitto docker.io busybox-static \
-    docker-registry iproute2 systemd unzip prometheus; do
+    docker-registry iproute2 systemd unzip prometheus openvpn openssl; do
     installed "$pkg" || missing+=("$pkg")
   done
   apt_install "${missing[@]}"
