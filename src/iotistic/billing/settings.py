@@ -58,9 +58,9 @@ class BillingSettings(BaseSettings):
     # A paid licence stays valid this long past the end of the paid period, so a late renewal never stops an
     # instance before the renewal's webhook arrives.
     license_grace_days: int = Field(default=7, alias="BILLING_LICENSE_GRACE_DAYS", ge=0, le=90)
-    ingress_domain: str = Field(default="iotistic.example", alias="BILLING_INGRESS_DOMAIN",
-                                pattern=r"^(?=.{1,200}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]"
-                                        r"([a-z0-9-]{0,61}[a-z0-9])?$")
+    # Each instance is served at `<customer id>.<domain>`.
+    ingress_domain: str = Field(default="iotistic.example", alias="BILLING_INGRESS_DOMAIN", max_length=200,
+                                pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 
     # Deployment queue and worker.
     queue_max_attempts: int = Field(default=5, alias="BILLING_QUEUE_MAX_ATTEMPTS", ge=1, le=100)
