@@ -1,0 +1,1 @@
+"""Billing logic over the database: customers, subscriptions, licences, instance specs, Stripe events, usage."""
