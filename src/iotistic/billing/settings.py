@@ -77,6 +77,12 @@ class BillingSettings(BaseSettings):
     stripe_price_starter: str | None = Field(default=None, alias="STRIPE_PRICE_STARTER")
     stripe_price_professional: str | None = Field(default=None, alias="STRIPE_PRICE_PROFESSIONAL")
     stripe_price_enterprise: str | None = Field(default=None, alias="STRIPE_PRICE_ENTERPRISE")
+    # Where Stripe's Checkout sends the customer back ("{customerId}" is replaced; Stripe fills in
+    # "{CHECKOUT_SESSION_ID}"). Unset: the customer's own instance, https://<id>.<BILLING_INGRESS_DOMAIN>/.
+    stripe_checkout_success_url: str | None = Field(default=None, alias="STRIPE_CHECKOUT_SUCCESS_URL",
+                                                    pattern=r"^https?://\S+$")
+    stripe_checkout_cancel_url: str | None = Field(default=None, alias="STRIPE_CHECKOUT_CANCEL_URL",
+                                                   pattern=r"^https?://\S+$")
 
     # Usage: the Prometheus that scrapes every instance's exporter.
     prometheus_url: str | None = Field(default=None, alias="PROMETHEUS_URL")
