@@ -51,7 +51,8 @@ class BillingSettings(BaseSettings):
     argon2_time_cost: int = Field(default=3, alias="ARGON2_TIME_COST", ge=1, le=20)
     argon2_memory_kib: int = Field(default=65536, alias="ARGON2_MEMORY_KIB", ge=64, le=4 * 1024 * 1024)
     argon2_parallelism: int = Field(default=4, alias="ARGON2_PARALLELISM", ge=1, le=16)
-    password_min_length: int = Field(default=10, alias="BILLING_PASSWORD_MIN_LENGTH", ge=8, le=128)
+    login_max_failures: int = Field(default=5, alias="BILLING_LOGIN_MAX_FAILURES", ge=1)
+    login_lockout_seconds: int = Field(default=900, alias="BILLING_LOGIN_LOCKOUT_SECONDS", ge=1)
 
     # Subscriptions and licences.
     cancel_grace_days: int = Field(default=7, alias="BILLING_CANCEL_GRACE_DAYS", ge=0, le=365)

@@ -1,0 +1,81 @@
+"""The billing service's application factory."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+import iotistic
+from iotistic.billing import worker
+from iotistic.billing.context import BillingContext
+from iotistic.billing.db import billing_sessionmaker
+from iotistic.billing.deploy.spec import Deployer
+from iotistic.billing.errors import ErrorBody, install_error_handlers
+from iotistic.billing.login_guard import LoginGuard
+from iotistic.billing.routers import auth, customers, health, license, operator
+from iotistic.billing.settings import BillingSettings
+from iotistic.billing.tokens import OperatorToken
+from iotistic.core.db import make_engine
+from iotistic.core.security import configure_password_hashing
+
+log = logging.getLogger(__name__)
+
+ROUTERS = (health, auth, customers, license, operator)
+# How long a stopping service lets the worker finish the job in hand before cancelling it (the job is then handed
+# back to the queue at once).
+WORKER_STOP_SECONDS = 10.0
+
+
+def create_app(settings: BillingSettings, *, deployer: Deployer | None = None) -> FastAPI:
+    """Build the API. The database must already be migrated (`iotistic billing migrate`). With a `deployer`, the
+    deployment worker runs inside the service; without one, jobs wait for `iotistic billing worker`."""
+    configure_password_hashing(time_cost=settings.argon2_time_cost, memory_kib=settings.argon2_memory_kib,
+                               parallelism=settings.argon2_parallelism)
+    engine = make_engine(settings.sqlalchemy_url)
+    ctx = BillingContext(
+        settings=settings,
+        engine=engine,
+        sessions=billing_sessionmaker(engine, settings),
+        jwt_secret=settings.resolved_jwt_secret(),
+        operator=OperatorToken(settings.operator_token.get_secret_value() if settings.operator_token else None),
+        public_key_pem=settings.public_key_pem,  # ConfigError now, not at the first signup, when no key is set
+        login_guard=LoginGuard(settings.login_max_failures, settings.login_lockout_seconds),
+        deployer=deployer,
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        stop = asyncio.Event()
+        task = None
+        if deployer is not None:
+            task = asyncio.create_task(worker.run_forever(ctx.sessions, deployer, stop), name="deployment-worker")
+        try:
+            yield
+        finally:
+            if task is not None:
+                stop.set()
+                try:
+                    await asyncio.wait_for(asyncio.shield(task), WORKER_STOP_SECONDS)
+                except TimeoutError:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Iotistic billing",
+        version=iotistic.__version__,
+        lifespan=lifespan,
+        responses={400: {"model": ErrorBody}, 401: {"model": ErrorBody}, 403: {"model": ErrorBody},
+                   404: {"model": ErrorBody}, 409: {"model": ErrorBody}, 422: {"model": ErrorBody}},
+    )
+    app.state.ctx = ctx
+    install_error_handlers(app)
+    for module in ROUTERS:
+        app.include_router(module.router)
+    return app

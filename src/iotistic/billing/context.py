@@ -1,0 +1,24 @@
+"""What one running billing service holds. Built once by `create_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from iotistic.billing.deploy.spec import Deployer
+from iotistic.billing.login_guard import LoginGuard
+from iotistic.billing.settings import BillingSettings
+from iotistic.billing.tokens import OperatorToken
+
+
+@dataclass
+class BillingContext:
+    settings: BillingSettings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    jwt_secret: str
+    operator: OperatorToken
+    public_key_pem: str
+    login_guard: LoginGuard
+    deployer: Deployer | None = None  # when set, the queue worker runs inside the service

@@ -1,0 +1,1 @@
+"""Thin HTTP routers over `iotistic.billing.services`."""
