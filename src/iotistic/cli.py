@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from iotistic.agent.control import Control
     from iotistic.agent.settings import AgentSettings
     from iotistic.core.settings import CloudSettings
+    from iotistic.exporter.settings import ExporterSettings
     from iotistic.simulator.run import Counters
 
 app = typer.Typer(
@@ -56,6 +57,11 @@ ingest_app = typer.Typer(
     invoke_without_command=True,
 )
 app.add_typer(ingest_app, name="ingest")
+exporter_app = typer.Typer(
+    help="Usage exporter: `iotistic exporter` serves Prometheus /metrics for this customer instance.",
+    invoke_without_command=True,
+)
+app.add_typer(exporter_app, name="exporter")
 twin_app = typer.Typer(help="The digital twin: import IFC files into the building graph, show it as a tree.",
                        no_args_is_help=True)
 app.add_typer(twin_app, name="twin")
@@ -645,6 +651,79 @@ def ingest_create_account(
         fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
     out.print(f"INGEST_MQTT_USERNAME={username}")
     out.print(f"INGEST_MQTT_PASSWORD={password}")
+    err.print("The password is shown only now; store it in your secret store.")
+
+
+# Usage exporter ------------------------------------------------------------------------------------------------
+
+def _load_exporter_settings() -> ExporterSettings:
+    from iotistic.core.settings import ConfigError
+    from iotistic.exporter.settings import load_exporter_settings
+
+    try:
+        return load_exporter_settings()
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+@exporter_app.callback(invoke_without_command=True)
+def exporter(ctx: typer.Context) -> None:
+    """Serve /metrics (EXPORTER_HOST:EXPORTER_PORT, default 0.0.0.0:9100) until SIGTERM or Ctrl+C: devices
+    registered and online, MQTT messages the broker received, database and telemetry bytes, all labelled with
+    the customer (CUSTOMER_ID, else the licence's customerId).
+
+    Database as for `iotistic api` (DATABASE_URL or DB_*). Broker: MQTT_BROKER_URL with EXPORTER_MQTT_USERNAME and
+    EXPORTER_MQTT_PASSWORD (see `create-account`). EXPORTER_TOKEN: require `Authorization: Bearer <token>`.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    _cloud_imports_available()
+    settings = _load_exporter_settings()
+    from iotistic.cloud.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    _require_migrated(settings)
+    from iotistic.core.settings import ConfigError
+    from iotistic.exporter.service import run_service
+
+    try:
+        asyncio.run(run_service(settings))
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:
+        fail(f"cannot listen on {settings.host}:{settings.port}: {exc.strerror or exc}")
+    except _db_errors() as exc:
+        fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
+
+
+@exporter_app.command("create-account")
+def exporter_create_account(
+    username: Annotated[str, typer.Option("--username", help="Name of the new MQTT service account.")] = "exporter",
+) -> None:
+    """Create the MQTT service account the exporter reads the broker's message count with (read on $SYS/broker/#)
+    and print its password once, for EXPORTER_MQTT_USERNAME / EXPORTER_MQTT_PASSWORD."""
+    _cloud_imports_available()
+    settings = _load_settings()
+    _require_migrated(settings)
+    from iotistic.cloud.errors import ApiError
+    from iotistic.core.db import make_engine
+    from iotistic.exporter.account import create_account
+
+    async def create() -> str:
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            return await create_account(engine, username)
+        finally:
+            await engine.dispose()
+
+    try:
+        password = asyncio.run(create())
+    except ApiError as exc:
+        fail(exc.message, EXIT_FAILED)
+    except _db_errors() as exc:
+        fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
+    out.print(f"EXPORTER_MQTT_USERNAME={username}")
+    out.print(f"EXPORTER_MQTT_PASSWORD={password}")
     err.print("The password is shown only now; store it in your secret store.")
 
 
