@@ -90,10 +90,26 @@ class AgentSettings(BaseSettings):
     mqtt_ack_timeout: float = Field(default=10.0, alias="MQTT_ACK_TIMEOUT_SECONDS", gt=0, le=600)
     mqtt_keepalive: int = Field(default=60, alias="MQTT_KEEPALIVE_SECONDS", ge=5, le=3600)
 
+    # VPN (see `iotistic.agent.vpn`): an OpenVPN client kept running with the configuration the cloud handed out
+    # at registration (or one placed at VPN_CONFIG_PATH by hand). VPN_SERVER_HOST/PORT, when set, replace the
+    # configuration's `remote`. VPN_CONFIG_PATH defaults to <AGENT_DATA_DIR>/vpn/device.ovpn.
+    vpn_enabled: bool = Field(default=False, alias="VPN_ENABLED")
+    vpn_server_host: str | None = Field(default=None, alias="VPN_SERVER_HOST", pattern=r"^[A-Za-z0-9.:_-]{1,253}$")
+    vpn_server_port: int = Field(default=1194, alias="VPN_SERVER_PORT", ge=1, le=65535)
+    vpn_config_path: Path | None = Field(default=None, alias="VPN_CONFIG_PATH")
+    vpn_auto_reconnect: bool = Field(default=True, alias="VPN_AUTO_RECONNECT")
+    # The openvpn binary, and a command line put before it (run without a shell), e.g. `nsenter --net=...`.
+    vpn_openvpn_binary: str = Field(default="openvpn", alias="VPN_OPENVPN_BINARY", min_length=1)
+    vpn_command_prefix: str | None = Field(default=None, alias="VPN_COMMAND_PREFIX")
+    # Restarts of the client after it ended back off exponentially between these (seconds).
+    vpn_backoff_base: float = Field(default=2.0, alias="VPN_BACKOFF_BASE_SECONDS", gt=0, le=3600)
+    vpn_backoff_max: float = Field(default=60.0, alias="VPN_BACKOFF_MAX_SECONDS", gt=0, le=86_400)
+
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 
     @field_validator("cloud_api_endpoint", "provisioning_key", "device_name", "device_type", "docker_host",
-                     "host_reboot_command", "host_shutdown_command", "mqtt_broker_url", mode="before")
+                     "host_reboot_command", "host_shutdown_command", "mqtt_broker_url", "vpn_server_host",
+                     "vpn_command_prefix", "vpn_config_path", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         if isinstance(value, str) and not value.strip():
@@ -125,7 +141,7 @@ class AgentSettings(BaseSettings):
         parse_broker_url(value)  # raises ValueError with the reason
         return value
 
-    @field_validator("host_reboot_command", "host_shutdown_command")
+    @field_validator("host_reboot_command", "host_shutdown_command", "vpn_command_prefix")
     @classmethod
     def _command_line(cls, value: str | None) -> str | None:
         if value is None:
@@ -144,6 +160,8 @@ class AgentSettings(BaseSettings):
             raise ValueError("PROVISIONING_KEY is set but CLOUD_API_ENDPOINT is not (which cloud should it join?)")
         if self.backoff_base > self.backoff_max:
             raise ValueError("BACKOFF_BASE_SECONDS must not exceed BACKOFF_MAX_SECONDS")
+        if self.vpn_backoff_base > self.vpn_backoff_max:
+            raise ValueError("VPN_BACKOFF_BASE_SECONDS must not exceed VPN_BACKOFF_MAX_SECONDS")
         return self
 
     # --- derived ------------------------------------------------------------------------------------------------
@@ -172,6 +190,15 @@ class AgentSettings(BaseSettings):
     def shutdown_argv(self) -> list[str] | None:
         return shlex.split(self.host_shutdown_command) if self.host_shutdown_command else None
 
+    @property
+    def vpn_config_file(self) -> Path:
+        """Where the VPN client's configuration is kept (VPN_CONFIG_PATH, else under the data folder)."""
+        return self.vpn_config_path if self.vpn_config_path is not None else self.data_dir / "vpn" / "device.ovpn"
+
+    @property
+    def vpn_argv_prefix(self) -> list[str]:
+        return shlex.split(self.vpn_command_prefix) if self.vpn_command_prefix else []
+
 
 def load_agent_settings(**overrides: object) -> AgentSettings:
     """Read the environment (overrides win, by variable name); raise ConfigError with one readable line."""
@@ -183,4 +210,6 @@ def load_agent_settings(**overrides: object) -> AgentSettings:
     if not data_dir.is_absolute():
         data_dir = data_dir.resolve()
     settings.data_dir = data_dir
+    if settings.vpn_config_path is not None:
+        settings.vpn_config_path = settings.vpn_config_path.expanduser().absolute()
     return settings
