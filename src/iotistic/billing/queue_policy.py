@@ -12,14 +12,16 @@ DEFAULT_MAX_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class QueuePolicy:
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    """How the worker paces retries and leases. (How many attempts a job gets is the job's own `max_attempts`,
+    fixed when it is queued from BILLING_QUEUE_MAX_ATTEMPTS.)"""
+
     backoff_seconds: float = 10.0  # delay after the first failed attempt; doubled after each further one
     backoff_max_seconds: float = 900.0
     lease_seconds: float = 300.0  # a running job not renewed for this long belongs to a dead worker
 
     @classmethod
     def from_settings(cls, settings: BillingSettings) -> QueuePolicy:
-        return cls(max_attempts=settings.queue_max_attempts, backoff_seconds=settings.queue_backoff_seconds,
+        return cls(backoff_seconds=settings.queue_backoff_seconds,
                    backoff_max_seconds=settings.queue_backoff_max_seconds,
                    lease_seconds=settings.queue_lease_seconds)
 
