@@ -179,6 +179,11 @@ class Pki:
             self._publish_crl(index, issuer, now)
 
     # --- reading ----------------------------------------------------------------------------------------------------
+    def check_passphrase(self) -> None:
+        """Decrypt the CA key once: WrongPassphrase now rather than at the first signature."""
+        self._require()
+        self._load_key(self.paths.ca_key)
+
     def _require(self) -> None:
         if not self.exists():
             raise PkiMissing(f"no PKI in {self.paths.root}: run `iotistic vpn init-pki` first")

@@ -33,6 +33,10 @@ class VpnSettings(BaseSettings):
     # The OpenVPN server's own files, read by the certificate manager for connected devices and error counts.
     status_file: Path = Field(default=Path("/var/log/openvpn/status.log"), alias="VPN_STATUS_FILE")
     log_file: Path = Field(default=Path("/var/log/openvpn/openvpn.log"), alias="VPN_LOG_FILE")
+    # OpenVPN rewrites the status file every 10 s (as rendered); an older file means the server is not running.
+    status_max_age: int = Field(default=60, alias="VPN_STATUS_MAX_AGE", ge=1, le=86400)
+    # Push a default route through the tunnel to devices (off: devices keep their own internet access).
+    redirect_gateway: bool = Field(default=False, alias="VPN_REDIRECT_GATEWAY")
 
     ca_days: int = Field(default=3650, alias="VPN_CA_DAYS", ge=1, le=36500)
     server_cert_days: int = Field(default=825, alias="VPN_SERVER_CERT_DAYS", ge=1, le=3650)

@@ -1,0 +1,101 @@
+"""Failed connection attempts, counted from the OpenVPN server's log.
+
+What counts as a connection error (the `reason` label of `vpn_connection_errors`):
+- `certificate`: the server refused a certificate (`VERIFY ... ERROR`: revoked, expired, another CA, wrong
+  extended key usage or name);
+- `tls`: a TLS handshake that failed for another reason (`TLS Error: TLS handshake failed` from a peer without a
+  certificate error just before, e.g. a handshake timeout);
+- `no_config`: a valid certificate without a client-config-dir entry, refused by `ccd-exclusive`;
+- `tls_crypt`: packets that failed tls-crypt authentication (counted per packet: someone without the key).
+`classify_line` is pure; `LogScanner` reads what the log gained since the previous scan.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections import Counter, OrderedDict
+from pathlib import Path
+
+REASONS = ("certificate", "tls", "no_config", "tls_crypt")
+
+# `2024-01-01 12:00:00 ` then, for per-client lines, `ip:port ` or `cn/ip:port `.
+_PEER = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?(?:[^ /]+/)?(\S+:\d+) ")
+_CERTIFICATE = re.compile(r"VERIFY (?:[A-Z0-9]+ )?ERROR")
+_HANDSHAKE = "TLS Error: TLS handshake failed"
+_NO_CONFIG = re.compile(r"ccd-exclusive")
+_TLS_CRYPT = re.compile(r"tls-crypt unwrapping failed|TLS Error: tls-crypt", re.IGNORECASE)
+
+
+def classify_line(line: str) -> tuple[str, str | None] | None:
+    """(kind, peer) for a line that reports a failure, else None; kind is a reason or `handshake`."""
+    peer_match = _PEER.match(line)
+    peer = peer_match.group(1) if peer_match else None
+    if _CERTIFICATE.search(line):
+        return "certificate", peer
+    if _HANDSHAKE in line:
+        return "handshake", peer
+    if _NO_CONFIG.search(line):
+        return "no_config", peer
+    if _TLS_CRYPT.search(line):
+        return "tls_crypt", peer
+    return None
+
+
+class ErrorTally:
+    """Connection errors by reason, one per failed attempt (a handshake failure right after a certificate error
+    of the same peer is that same attempt)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter[str] = Counter({reason: 0 for reason in REASONS})
+        self._refused: OrderedDict[str, None] = OrderedDict()
+
+    def feed(self, line: str) -> None:
+        found = classify_line(line)
+        if found is None:
+            return
+        kind, peer = found
+        if kind == "handshake":
+            if peer is not None and peer in self._refused:
+                del self._refused[peer]
+                return
+            kind = "tls"
+        elif kind in ("certificate", "no_config") and peer is not None:
+            self._refused[peer] = None
+            while len(self._refused) > 4096:  # peers whose handshake-failed line never came
+                self._refused.popitem(last=False)
+        self.counts[kind] += 1
+
+
+class LogScanner:
+    """Follows a log file across scans: reads only what was appended, starts over when the file was truncated
+    or replaced (log rotation). Starts at the file's current end: errors before the service started are not its."""
+
+    def __init__(self, path: Path, tally: ErrorTally | None = None) -> None:
+        self.path = path
+        self.tally = tally or ErrorTally()
+        self._inode, self._offset = self._stat()
+        self._partial = b""
+
+    def _stat(self) -> tuple[int | None, int]:
+        try:
+            stat = os.stat(self.path)
+        except FileNotFoundError:
+            return None, 0
+        return stat.st_ino, stat.st_size
+
+    def scan(self) -> Counter[str]:
+        inode, size = self._stat()
+        if inode is None:
+            return self.tally.counts
+        if inode != self._inode or size < self._offset:
+            self._inode, self._offset, self._partial = inode, 0, b""
+        if size > self._offset:
+            with open(self.path, "rb") as handle:
+                handle.seek(self._offset)
+                data = handle.read(size - self._offset)
+            self._offset += len(data)
+            *lines, self._partial = (self._partial + data).split(b"\n")
+            for line in lines:
+                self.tally.feed(line.decode(errors="replace"))
+        return self.tally.counts

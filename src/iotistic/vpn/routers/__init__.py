@@ -1,0 +1,1 @@
+"""The certificate manager API's routes: thin, over iotistic.vpn.service."""
