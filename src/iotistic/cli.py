@@ -1344,5 +1344,205 @@ def twin_show(
             out.print(root)
 
 
+# VPN: PKI, device certificates, the OpenVPN server's configuration, the certificate manager ------------------------
+
+vpn_app = typer.Typer(help="The VPN: PKI and device certificates, the OpenVPN server's configuration, the "
+                           "certificate manager API. Configured by VPN_* variables (VPN_PKI_DIR, "
+                           "VPN_KEY_PASSPHRASE, VPN_SERVER_HOST, ...).", no_args_is_help=True)
+app.add_typer(vpn_app, name="vpn")
+
+
+def _vpn_service() -> Any:
+    """The certificate manager's service from the environment; bad configuration is one line and exit 2."""
+    from iotistic.core.settings import ConfigError
+    from iotistic.vpn.service import VpnService
+    from iotistic.vpn.settings import load_vpn_settings
+
+    try:
+        return VpnService(load_vpn_settings())
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _vpn_call(action: Any) -> Any:
+    """Run a PKI operation; its refusal (unknown device, bad id, no PKI, wrong passphrase) is one line."""
+    from iotistic.core.settings import ConfigError
+    from iotistic.vpn.addressing import AddressSpaceExhausted
+    from iotistic.vpn.names import InvalidName
+    from iotistic.vpn.pki import PkiError
+
+    try:
+        return action()
+    except (ConfigError, InvalidName) as exc:
+        fail(str(exc), EXIT_USAGE)
+    except (PkiError, ValueError, AddressSpaceExhausted) as exc:
+        fail(str(exc))
+
+
+def _write_private_text(path: Path, text: str) -> None:
+    from iotistic.vpn.store import write_atomic
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_atomic(path, text.encode(), 0o600)
+
+
+def _print_certificate(view: Any) -> None:
+    record = view.record
+    out.print(Text.assemble((f"{record.common_name} ", "bold"), (view.state.value, "green" if
+                                                                    view.state.value == "valid" else "red")))
+    out.print(f"  address:   {record.address}")
+    out.print(f"  serial:    {record.serial}")
+    out.print(f"  valid:     {record.not_before:%Y-%m-%d} .. {record.not_after:%Y-%m-%d}")
+    if record.revoked_at:
+        out.print(f"  revoked:   {record.revoked_at:%Y-%m-%d %H:%M:%S} ({record.reason})")
+
+
+@vpn_app.command("init-pki")
+def vpn_init_pki(
+    alt_name: Annotated[list[str] | None, typer.Option(
+        "--alt-name", help="A DNS name or IP address for the server certificate (repeatable); default: "
+                           "VPN_SERVER_HOST when set.")] = None,
+) -> None:
+    """Create the PKI in VPN_PKI_DIR: CA, server certificate, tls-crypt key, empty CRL (keys encrypted with
+    VPN_KEY_PASSPHRASE). Refuses to overwrite an existing one."""
+    service = _vpn_service()
+    names = tuple(alt_name or ([service.settings.server_host] if service.settings.server_host else []))
+    _vpn_call(lambda: service.pki.initialise(names))
+    out.print(Text.assemble(("PKI created in ", "bold"), str(service.settings.pki_dir)))
+    out.print(f"  CA:      {service.pki.paths.ca_cert}")
+    out.print(f"  server:  {service.pki.paths.server_cert} (CN {service.pki.server_name()})")
+    out.print(f"  CRL:     {service.pki.paths.crl}")
+    out.print("Next: `iotistic vpn render-server-config` for OpenVPN, `iotistic vpn generate-client` per device.")
+
+
+@vpn_app.command("generate-client")
+def vpn_generate_client(
+    device: Annotated[str, typer.Argument(help="Device id (letters, digits, '_', '-').")],
+    customer: Annotated[str, typer.Argument(help="Customer id (letters, digits, '_').")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the .ovpn (mode 0600); default ./<DEVICE>.ovpn.")] = None,
+) -> None:
+    """Issue a device certificate with a fixed address in its customer's block and write the device's complete
+    .ovpn (it holds the device's private key)."""
+    service = _vpn_service()
+    issued = _vpn_call(lambda: service.issue(device, customer))
+    path = output or Path(f"{device}.ovpn")
+    _write_private_text(path, issued.ovpn)
+    _print_certificate(issued.certificate)
+    out.print(f"  config:    {path} (mode 0600; it holds the private key)")
+
+
+@vpn_app.command("renew-client")
+def vpn_renew_client(
+    device: Annotated[str, typer.Argument(help="Device id.")],
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Where to write the new .ovpn; default ./<DEVICE>.ovpn.")] = None,
+) -> None:
+    """A new key and certificate for the device, same address; the previous certificate is revoked."""
+    service = _vpn_service()
+    issued = _vpn_call(lambda: service.renew(device))
+    path = output or Path(f"{device}.ovpn")
+    _write_private_text(path, issued.ovpn)
+    _print_certificate(issued.certificate)
+    out.print(f"  config:    {path} (mode 0600)")
+
+
+@vpn_app.command("revoke-client")
+def vpn_revoke_client(
+    device: Annotated[str, typer.Argument(help="Device id.")],
+    reason: Annotated[str, typer.Option(
+        "--reason", help="unspecified, key_compromise, cessation_of_operation or affiliation_changed.")
+    ] = "unspecified",
+) -> None:
+    """Revoke the device's certificate: the CRL lists it and its fixed address is released. A running OpenVPN
+    server refuses it from the next handshake (no restart needed)."""
+    service = _vpn_service()
+    view = _vpn_call(lambda: service.revoke(device, reason))
+    _print_certificate(view)
+
+
+@vpn_app.command("list")
+def vpn_list(
+    customer: Annotated[str | None, typer.Option("--customer", help="Only this customer's devices.")] = None,
+) -> None:
+    """The certificates issued, newest last."""
+    from rich.table import Table
+
+    service = _vpn_service()
+    views = _vpn_call(lambda: service.list(customer))
+    table = Table("device", "customer", "address", "status", "not after", "serial")
+    for view in views:
+        r = view.record
+        table.add_row(r.device_id, r.customer_id, r.address, view.state.value, f"{r.not_after:%Y-%m-%d}", r.serial)
+    out.print(table)
+
+
+@vpn_app.command("render-server-config")
+def vpn_render_server_config(
+    output: Annotated[Path, typer.Option("--output", "-o", help="The OpenVPN server config file to write.")
+                      ] = Path("server.conf"),
+    askpass: Annotated[Path | None, typer.Option(
+        "--askpass", help="File OpenVPN reads the server key's passphrase from (e.g. a mounted secret); without "
+                          "it OpenVPN asks on its console.")] = None,
+    local: Annotated[str | None, typer.Option("--local", help="Listen on this address only.")] = None,
+    management: Annotated[str | None, typer.Option(
+        "--management", help="HOST:PORT for OpenVPN's management interface (loopback only).")] = None,
+    user: Annotated[str, typer.Option("--user", help="User OpenVPN drops to after start ('' keeps root).")
+                    ] = "nobody",
+    group: Annotated[str, typer.Option("--group", help="Group OpenVPN drops to ('' keeps root's).")] = "nogroup",
+) -> None:
+    """Write the OpenVPN server configuration for this PKI: UDP VPN_SERVER_PORT, subnet topology on
+    VPN_SUBNET/VPN_NETMASK, fixed device addresses (client-config-dir), crl-verify, AES-256-GCM, tls-crypt."""
+    import ipaddress
+
+    from iotistic.vpn.server_config import ServerOptions, render_server_config
+
+    service = _vpn_service()
+    settings = service.settings
+    mgmt = None
+    if management:
+        host, _, port = management.rpartition(":")
+        try:
+            if not ipaddress.ip_address(host).is_loopback:
+                fail("--management must be a loopback address: the interface has no authentication", EXIT_USAGE)
+            mgmt = (host, int(port))
+        except ValueError:
+            fail(f"--management {management!r} is not HOST:PORT", EXIT_USAGE)
+    options = ServerOptions(plan=service.pki.plan, port=settings.server_port, local=local, askpass=askpass,
+                            status_file=settings.status_file, log_file=settings.log_file, management=mgmt,
+                            user=user or None, group=group or None, redirect_gateway=settings.redirect_gateway)
+    text = _vpn_call(lambda: render_server_config(options, service.pki.paths.server_files()))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(text)
+    out.print(f"wrote {output}: subnet {service.pki.plan.network}, server {service.pki.plan.server_address}, "
+              f"customer blocks of {service.pki.plan.block_size}")
+
+
+@vpn_app.command("serve")
+def vpn_serve(
+    host: HostOption = "0.0.0.0",  # noqa: S104 - devices' platform services reach the API over the network
+    port: PortOption = 8080,
+) -> None:
+    """Run the certificate manager API: issue, renew, revoke, list certificates; CA and CRL downloads;
+    connected devices and /metrics from the OpenVPN server's status file and log."""
+    _cloud_imports_available()
+    import logging
+
+    import uvicorn
+
+    from iotistic.core.settings import ConfigError
+    from iotistic.vpn.app import create_app
+
+    service = _vpn_service()
+    logging.basicConfig(level=service.settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _vpn_call(service.check_ready)
+    try:
+        application = create_app(service.settings, service)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    out.print(Text.assemble(("Iotistic VPN certificate manager ", "bold"), (f"http://{host}:{port}", "bold cyan")))
+    uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_config=None)).run()
+
+
 if __name__ == "__main__":
     app()
