@@ -357,3 +357,20 @@ async def test_a_stopping_worker_hands_its_job_back(billing_sessions: Sessions) 
     assert job.run_after <= utcnow()
     report = await worker.run_once(billing_sessions, RecordingDeployer(), POLICY)
     assert report is not None and report.outcome == "succeeded"
+
+
+async def test_the_digest_is_of_the_values_the_deployer_installs(billing_sessions: Sessions) -> None:
+    from iotistic.billing.deploy.values import build_values, values_digest
+
+    class ValuesDeployer(RecordingDeployer):
+        def values(self, spec: Any) -> dict[str, Any]:
+            return {**build_values(spec), "image": {"repository": "registry.example/iotistic", "tag": "1.2.3"}}
+
+    customer_id = await new_customer(billing_sessions, "enterprise")
+    deployer = ValuesDeployer()
+    report = await worker.run_once(billing_sessions, deployer, POLICY)
+    assert report is not None and report.outcome == "succeeded"
+    [spec] = deployer.applied
+    assert report.values_digest == values_digest(deployer.values(spec))
+    assert report.values_digest != values_digest(build_values(spec))
+    assert (await deployment_of(billing_sessions, customer_id)).values_digest == report.values_digest

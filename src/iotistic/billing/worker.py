@@ -10,18 +10,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import hashlib
-import json
 import logging
-from collections.abc import Callable, Coroutine
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol, runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from iotistic.billing import queue
 from iotistic.billing.db import settings_of
 from iotistic.billing.deploy.spec import Deployer, InstanceSpec
+from iotistic.billing.deploy.values import build_values
+from iotistic.billing.deploy.values import values_digest as chart_values_digest
 from iotistic.billing.models import JobKind
 from iotistic.billing.queue import ClaimedJob
 from iotistic.billing.queue_policy import QueuePolicy
@@ -46,10 +46,18 @@ class JobReport:
     values_digest: str | None = None
 
 
-def values_digest(spec: InstanceSpec) -> str:
-    """sha256 of what an apply hands the deployer; equal digests mean an unchanged instance."""
-    canonical = json.dumps(asdict(spec), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()
+@runtime_checkable
+class ShowsValues(Protocol):
+    """A deployer that can say which Helm values it installs for a spec (the Kubernetes deployer can)."""
+
+    def values(self, spec: InstanceSpec) -> Mapping[str, Any]: ...
+
+
+def values_digest(spec: InstanceSpec, deployer: object = None) -> str:
+    """sha256 of the chart values an apply installs: the deployer's own when it can tell them (they include its
+    platform settings), else the values built from the spec alone. Equal digests mean an unchanged instance."""
+    values = deployer.values(spec) if isinstance(deployer, ShowsValues) else build_values(spec)
+    return chart_values_digest(values)
 
 
 def describe_error(exc: BaseException) -> str:
@@ -103,7 +111,7 @@ async def run_once(
         if job.kind == JobKind.apply:
             async with sessions() as session:
                 spec = await build_spec(session, job.customer_id)
-            digest = values_digest(spec)
+            digest = values_digest(spec, deployer)
             await _with_lease(sessions, job, policy, deployer.apply(spec))
         else:
             await _with_lease(sessions, job, policy, deployer.remove(job.customer_id))
