@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
     from iotistic.agent.control import Control
     from iotistic.agent.settings import AgentSettings
+    from iotistic.billing.deploy.spec import Deployer
+    from iotistic.billing.settings import BillingSettings
     from iotistic.core.settings import CloudSettings
     from iotistic.exporter.settings import ExporterSettings
     from iotistic.simulator.run import Counters
@@ -1542,6 +1544,177 @@ def vpn_serve(
         fail(str(exc), EXIT_USAGE)
     out.print(Text.assemble(("Iotistic VPN certificate manager ", "bold"), (f"http://{host}:{port}", "bold cyan")))
     uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_config=None)).run()
+
+
+# Billing --------------------------------------------------------------------------------------------------------
+
+billing_app = typer.Typer(help="The billing service: customers, trials, licences, Stripe, and the deployment of "
+                               "each customer's instance to Kubernetes.", no_args_is_help=True)
+app.add_typer(billing_app, name="billing")
+
+
+def _billing_settings(*, require_key: bool = False) -> BillingSettings:
+    _cloud_imports_available()
+    from iotistic.billing.settings import load_billing_settings
+    from iotistic.core.settings import ConfigError
+
+    try:
+        return load_billing_settings(require_key=require_key)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+
+
+def _billing_storage(settings: BillingSettings) -> None:
+    from sqlalchemy.engine import make_url
+
+    if settings.is_sqlite:
+        database = make_url(settings.sqlalchemy_url).database
+        try:
+            if database and database != ":memory:":
+                Path(database).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fail(f"cannot create the billing data directory: {exc.strerror or exc}", EXIT_USAGE)
+
+
+def _billing_require_migrated(settings: BillingSettings) -> None:
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    from iotistic.billing.migrate import alembic_config
+    from iotistic.core.db import make_engine
+
+    async def revisions() -> set[str]:
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            async with engine.connect() as conn:
+                return await conn.run_sync(lambda c: set(MigrationContext.configure(c).get_current_heads()))
+        finally:
+            await engine.dispose()
+
+    heads = set(ScriptDirectory.from_config(alembic_config(settings.sqlalchemy_url)).get_heads())
+    try:
+        current = asyncio.run(revisions())
+    except _db_errors() as exc:
+        fail(f"billing database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
+    if current != heads:
+        where = f"at revision {', '.join(sorted(current))}" if current else "not migrated"
+        fail(f"the billing database is {where} but this version needs {', '.join(sorted(heads))}: "
+             f"run `iotistic billing migrate` first")
+
+
+def _billing_deployer(settings: BillingSettings) -> Deployer:
+    """The Kubernetes/Helm deployer, configured from the same environment (KUBECONFIG, HELM_BIN, ...)."""
+    from iotistic.billing.deploy.deployer import KubernetesDeployer
+
+    try:
+        return KubernetesDeployer.from_settings(settings)
+    except Exception as exc:  # e.g. no kubeconfig: say so in one line
+        fail(f"cannot set up the Kubernetes deployer: {' '.join(str(exc).split()) or type(exc).__name__}",
+             EXIT_USAGE)
+
+
+@billing_app.command("migrate")
+def billing_migrate(
+    revision: Annotated[str, typer.Option("--revision", help="Target Alembic revision.")] = "head",
+) -> None:
+    """Apply the billing database's migrations (BILLING_DATABASE_URL; to head by default)."""
+    settings = _billing_settings()
+    _billing_storage(settings)
+    from iotistic.billing.migrate import upgrade
+
+    try:
+        upgrade(settings.sqlalchemy_url, revision)
+    except _db_errors() as exc:
+        fail(f"migrating {_display_url(settings.sqlalchemy_url)} failed: {_describe_db_error(exc)}")
+    out.print(f"billing database {_display_url(settings.sqlalchemy_url)} migrated to {revision}")
+
+
+@billing_app.command("keygen")
+def billing_keygen(
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for license-private.pem and license-public.pem.")],
+    bits: Annotated[int, typer.Option("--bits", min=2048, max=8192, help="RSA key size.")] = 2048,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing private key.")] = False,
+) -> None:
+    """Create the licence signing key pair (private: BILLING_PRIVATE_KEY_FILE; public: for the instances)."""
+    from iotistic.core.licensing import write_keypair
+
+    if (out_dir / "license-private.pem").exists() and not force:
+        fail(f"{out_dir / 'license-private.pem'} exists; pass --force to replace it", EXIT_FAILED)
+    try:
+        private_path, public_path = write_keypair(out_dir, bits)
+    except OSError as exc:
+        fail(f"cannot write keys to {out_dir}: {exc.strerror or exc}")
+    err.print(f"private key: {private_path} (mode 0600; BILLING_PRIVATE_KEY_FILE={private_path})")
+    err.print(f"public key:  {public_path} (also served at GET /api/license/public-key)")
+
+
+@billing_app.command("serve")
+def billing_serve(
+    host: HostOption = "0.0.0.0",  # noqa: S104 - the billing API is meant to be reachable in production
+    port: PortOption = 3100,
+    worker: Annotated[bool, typer.Option("--worker/--no-worker",
+                                         help="Run the deployment worker inside the service.")] = True,
+) -> None:
+    """Run the billing API on port 3100, with the deployment worker inside unless --no-worker.
+
+    Configured from the environment; the database must be migrated first (`iotistic billing migrate`).
+    """
+    settings = _billing_settings(require_key=True)
+    from iotistic.cloud.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    _billing_storage(settings)
+    _billing_require_migrated(settings)
+    import uvicorn
+
+    from iotistic.billing.app import create_app
+    from iotistic.core.settings import ConfigError
+
+    deployer = _billing_deployer(settings) if worker else None
+    try:
+        application = create_app(settings, deployer=deployer)
+    except ConfigError as exc:
+        fail(str(exc), EXIT_USAGE)
+    except OSError as exc:  # e.g. the session secret file under an unwritable data dir
+        fail(f"cannot start: {exc}", EXIT_USAGE)
+    out.print(Text.assemble(("Iotistic billing ", "bold"), (f"http://{_browse_host(host)}:{port}", "bold cyan"),
+                            f" (deployment worker {'inside' if worker else 'not running'})"))
+    sys.stdout.flush()
+    uvicorn.Server(uvicorn.Config(application, host=host, port=port, log_config=None, proxy_headers=True,
+                                  server_header=False)).run()
+
+
+@billing_app.command("worker")
+def billing_worker() -> None:
+    """Run a deployment worker alone until SIGTERM or Ctrl+C (any number may share a PostgreSQL database)."""
+    settings = _billing_settings(require_key=True)
+    from iotistic.cloud.observability import configure_logging
+
+    configure_logging(settings.log_level)
+    _billing_storage(settings)
+    _billing_require_migrated(settings)
+    deployer = _billing_deployer(settings)
+
+    async def run() -> None:
+        import signal
+
+        from iotistic.billing.db import billing_sessionmaker
+        from iotistic.billing.worker import run_forever
+        from iotistic.core.db import make_engine
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        engine = make_engine(settings.sqlalchemy_url)
+        try:
+            await run_forever(billing_sessionmaker(engine, settings), deployer, stop)
+        finally:
+            await engine.dispose()
+
+    out.print("Iotistic billing deployment worker: press Ctrl+C to stop.")
+    sys.stdout.flush()
+    asyncio.run(run())
 
 
 if __name__ == "__main__":
