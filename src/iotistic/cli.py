@@ -1660,11 +1660,11 @@ def billing_serve(
     Configured from the environment; the database must be migrated first (`iotistic billing migrate`).
     """
     settings = _billing_settings(require_key=True)
+    _billing_storage(settings)
+    _billing_require_migrated(settings)  # before logging is set up: Alembic's INFO lines are noise here
     from iotistic.cloud.observability import configure_logging
 
     configure_logging(settings.log_level)
-    _billing_storage(settings)
-    _billing_require_migrated(settings)
     import uvicorn
 
     from iotistic.billing.app import create_app
@@ -1688,11 +1688,11 @@ def billing_serve(
 def billing_worker() -> None:
     """Run a deployment worker alone until SIGTERM or Ctrl+C (any number may share a PostgreSQL database)."""
     settings = _billing_settings(require_key=True)
+    _billing_storage(settings)
+    _billing_require_migrated(settings)  # before logging is set up: Alembic's INFO lines are noise here
     from iotistic.cloud.observability import configure_logging
 
     configure_logging(settings.log_level)
-    _billing_storage(settings)
-    _billing_require_migrated(settings)
     deployer = _billing_deployer(settings)
 
     async def run() -> None:
