@@ -33,6 +33,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -272,26 +273,29 @@ class NetLab:
         result = self.exec(ns, sys.executable, "-c", script, address, str(port), str(timeout), timeout=timeout + 10)
         return result.returncode == 0
 
+    def reachable(self, ns: str, address: str, port: int, within: float = 10) -> bool:
+        """Whether a connection succeeds within `within` seconds. A device's first packets may be dropped: the
+        server installs a session's data-channel keys a moment after the device reports the tunnel up."""
+        return wait_until(lambda: self.can_connect(ns, address, port, timeout=1), within, interval=0.3)
+
     # --- clean-up -------------------------------------------------------------------------------------------------
     def close(self) -> None:
-        for process in reversed(self.processes):
+        # SIGKILL: nothing of theirs outlives the namespaces, and a server's explicit-exit-notify would otherwise
+        # hold each teardown for two seconds.
+        for process in self.processes:
             if process.poll() is None:
-                process.terminate()
+                process.kill()
         for process in self.processes:
             with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(10)
-            if process.poll() is None:
-                process.kill()
-                process.wait(5)
         for ns in reversed(self.namespaces):
             _run("ip", "netns", "del", ns, check=False)
         self.namespaces.clear()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def wait_until(predicate: object, timeout: float = 10, interval: float = 0.2) -> bool:
+def wait_until(predicate: Callable[[], object], timeout: float = 10, interval: float = 0.2) -> bool:
     """Poll `predicate()` until it is true or `timeout` passes; the final value."""
-    assert callable(predicate)
     deadline = time.monotonic() + timeout
     while True:
         if predicate():

@@ -5,7 +5,8 @@ What counts as a connection error (the `reason` label of `vpn_connection_errors`
   extended key usage or name);
 - `tls`: a TLS handshake that failed for another reason (`TLS Error: TLS handshake failed` from a peer without a
   certificate error just before, e.g. a handshake timeout);
-- `no_config`: a valid certificate without a client-config-dir entry, refused by `ccd-exclusive`;
+- `no_config`: a valid certificate without a client-config-dir entry, refused by `ccd-exclusive` (`TLS Auth
+  Error: --client-config-dir authentication failed`);
 - `tls_crypt`: packets that failed tls-crypt authentication (counted per packet: someone without the key).
 `classify_line` is pure; `LogScanner` reads what the log gained since the previous scan.
 """
@@ -23,7 +24,7 @@ REASONS = ("certificate", "tls", "no_config", "tls_crypt")
 _PEER = re.compile(r"^(?:\d{4}-\d\d-\d\d \d\d:\d\d:\d\d )?(?:[^ /]+/)?(\S+:\d+) ")
 _CERTIFICATE = re.compile(r"VERIFY (?:[A-Z0-9]+ )?ERROR")
 _HANDSHAKE = "TLS Error: TLS handshake failed"
-_NO_CONFIG = re.compile(r"ccd-exclusive")
+_NO_CONFIG = re.compile(r"client-config-dir authentication failed")
 _TLS_CRYPT = re.compile(r"tls-crypt unwrapping failed|TLS Error: tls-crypt", re.IGNORECASE)
 
 
