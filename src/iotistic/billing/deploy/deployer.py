@@ -1,0 +1,67 @@
+"""`KubernetesDeployer`: the `Deployer` of the deployment queue for a real cluster.
+
+apply  = the labelled namespace `customer-<id>` (created if missing) + `helm upgrade --install` of
+         charts/customer-instance with `build_values(spec)`;
+remove = `helm uninstall` (nothing to do when not installed) + the namespace deleted, waited for until gone.
+
+Both are idempotent, so the queue may retry either after any failure. The customer id is checked
+(`namespace_for`) before anything reaches the cluster or the helm command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from iotistic.billing.deploy.helm import Helm
+from iotistic.billing.deploy.kube import Namespaces, client_factory
+from iotistic.billing.deploy.spec import InstanceSpec, namespace_for
+from iotistic.billing.deploy.values import Platform, build_values
+from iotistic.billing.settings import BillingSettings
+
+# One release per namespace (InstanceSpec.release); remove() has only the customer id.
+RELEASE = "iotistic"
+
+
+@dataclass
+class KubernetesDeployer:
+    helm: Helm
+    namespaces: Namespaces
+    chart: Path
+    platform: Platform = field(default_factory=Platform)
+
+    @classmethod
+    def from_settings(cls, settings: BillingSettings, platform: Platform | None = None) -> KubernetesDeployer:
+        """HELM_BIN, KUBECONFIG / BILLING_KUBE_CONTEXT (else the in-cluster service account), BILLING_CHART_PATH;
+        the instances verify licences with the billing public key."""
+        if platform is None:
+            platform = Platform(license_public_key=settings.public_key_pem)
+        return cls(
+            helm=Helm(binary=settings.helm_bin, kubeconfig=settings.kubeconfig, kube_context=settings.kube_context),
+            namespaces=Namespaces(client_factory(settings.kubeconfig, settings.kube_context)),
+            chart=settings.chart_path,
+            platform=platform,
+        )
+
+    def values(self, spec: InstanceSpec) -> dict[str, Any]:
+        """Exactly the values `apply` installs (e.g. for the deployments row's values digest)."""
+        return build_values(spec, self.platform)
+
+    async def apply(self, spec: InstanceSpec) -> None:
+        if spec.release != RELEASE:
+            raise ValueError(f"release {spec.release!r}: this deployer manages only {RELEASE!r}")
+        values = self.values(spec)  # ValueError on a spec the chart must never see, before any cluster call
+        await asyncio.to_thread(self.namespaces.ensure, spec.customer_id)
+        await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=[spec.license_jwt])
+
+    async def remove(self, customer_id: str) -> None:
+        namespace = namespace_for(customer_id)  # ValueError for an id that cannot be ours
+        # Helm keeps its releases in the namespace: none there, nothing installed. A namespace that is not ours
+        # raises here, before helm touches anything in it.
+        if not await asyncio.to_thread(self.namespaces.exists, customer_id):
+            return
+        # Uninstall first so the chart's delete hooks run while the namespace still exists.
+        await self.helm.uninstall(RELEASE, namespace)
+        await asyncio.to_thread(self.namespaces.delete, customer_id)

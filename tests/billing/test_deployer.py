@@ -1,0 +1,445 @@
+"""The Kubernetes deployer: the real helm binary and the real `kubernetes` client against a local fake API server.
+
+No Kubernetes API server can run here; `tests/fakes/kube_api.py` serves what helm and the client use (discovery,
+a generic object store, server-side apply, Status errors) over TLS with a bearer token, and validates applied
+objects against the Kubernetes 1.33 schemas as `fieldValidation=Strict` asks. The chart is the real
+charts/customer-instance with the values `build_values` makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import stat
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from iotistic.billing.deploy.deployer import RELEASE, KubernetesDeployer
+from iotistic.billing.deploy.errors import HelmError, NamespaceError
+from iotistic.billing.deploy.helm import REDACTED, Helm
+from iotistic.billing.deploy.kube import CUSTOMER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Namespaces, client_factory
+from iotistic.billing.deploy.spec import InstanceSpec
+from iotistic.billing.deploy.values import SIZING, Platform
+from iotistic.core.licensing import evaluate_license, generate_keypair, issue_license
+from tests.fakes.kube_api import FakeKubeApi, Request
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "customer-instance"
+CUSTOMER = "c0a1b2c3d4e5f"
+
+
+@pytest.fixture(scope="session")
+def helm_bin() -> str:
+    """HELM_BIN (CI) or what scripts/get-helm.sh installed; missing helm fails the run, it never skips."""
+    path = os.environ.get("HELM_BIN") or str(ROOT / ".tools" / "bin" / "helm")
+    if not os.access(path, os.X_OK):
+        pytest.fail(f"no helm binary at {path}: run `bash scripts/get-helm.sh` or set HELM_BIN")
+    return path
+
+
+@pytest.fixture(scope="session")
+def keys() -> tuple[str, str]:
+    return generate_keypair()
+
+
+@pytest.fixture
+def kube() -> Iterator[FakeKubeApi]:
+    with FakeKubeApi(namespace_termination_s=0.3) as api:
+        yield api
+
+
+@pytest.fixture
+def kubeconfig(kube: FakeKubeApi, tmp_path: Path) -> Path:
+    return kube.write_kubeconfig(tmp_path / "kubeconfig")
+
+
+def make_deployer(helm_bin: str, kubeconfig: Path, public_key: str, *, chart: Path = CHART, **helm: Any
+                  ) -> KubernetesDeployer:
+    return KubernetesDeployer(
+        helm=Helm(binary=helm_bin, kubeconfig=kubeconfig, timeout_s=60, **helm),
+        namespaces=Namespaces(client_factory(kubeconfig), delete_timeout_s=10),
+        chart=chart,
+        platform=Platform(license_public_key=public_key),
+    )
+
+
+@pytest.fixture
+def deployer(helm_bin: str, kubeconfig: Path, keys: tuple[str, str]) -> KubernetesDeployer:
+    return make_deployer(helm_bin, kubeconfig, keys[1])
+
+
+def make_spec(keys: tuple[str, str], plan: str = "starter", status: str = "trialing",
+              customer_id: str = CUSTOMER) -> InstanceSpec:
+    token = issue_license(keys[0], customer_id=customer_id, plan=plan, days=14)
+    return InstanceSpec(customer_id, plan, token, status, f"{customer_id}.iotistic.example")
+
+
+def release_secrets(kube: FakeKubeApi, namespace: str) -> list[dict[str, Any]]:
+    return [s for s in kube.list("Secret", namespace) if s["metadata"].get("labels", {}).get("owner") == "helm"]
+
+
+def deployed_revision(kube: FakeKubeApi, namespace: str) -> int:
+    deployed = [s for s in release_secrets(kube, namespace) if s["metadata"]["labels"]["status"] == "deployed"]
+    assert len(deployed) == 1, [s["metadata"]["labels"] for s in release_secrets(kube, namespace)]
+    return int(deployed[0]["metadata"]["labels"]["version"])
+
+
+def secret_text(secret: dict[str, Any], key: str) -> str:
+    return base64.b64decode(secret["data"][key]).decode()
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def components(kube: FakeKubeApi, kind: str, namespace: str) -> set[str]:
+    return {o["metadata"]["labels"].get("app.kubernetes.io/component", "") for o in kube.list(kind, namespace)}
+
+
+# --- apply -----------------------------------------------------------------------------------------------------
+
+
+async def test_apply_creates_the_labelled_namespace_and_the_release(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    spec = make_spec(keys)
+    await deployer.apply(spec)
+    ns = spec.namespace
+    assert ns == f"customer-{CUSTOMER}"
+
+    namespace = kube.get("Namespace", ns)
+    assert namespace is not None
+    assert namespace["metadata"]["labels"] == {MANAGED_BY_LABEL: MANAGED_BY, CUSTOMER_LABEL: CUSTOMER}
+    assert deployed_revision(kube, ns) == 1
+
+    # The licence the instance verifies: in its Secret, verifiable with the public key in its ConfigMap.
+    licence = kube.get("Secret", f"{RELEASE}-license", ns)
+    assert licence is not None
+    assert secret_text(licence, "license") == spec.license_jwt
+    public_key = kube.get("ConfigMap", f"{RELEASE}-license", ns)
+    assert public_key is not None
+    state = evaluate_license(secret_text(licence, "license"), public_key["data"]["public-key.pem"])
+    assert (state.mode, state.customer_id, state.plan) == ("licensed", CUSTOMER, "starter"), state.reason
+
+    sizing = SIZING["starter"]
+    api = kube.get("Deployment", f"{RELEASE}-api", ns)
+    assert api is not None and api["spec"]["replicas"] == sizing.api_replicas
+    assert api["spec"]["template"]["spec"]["containers"][0]["resources"] == sizing.api
+    assert {"api", "ingest", "mqtt", "postgresql", "redis", "exporter"} <= (
+        components(kube, "Deployment", ns) | components(kube, "StatefulSet", ns)
+    )
+    assert {"api", "mqtt"} <= components(kube, "Service", ns)
+
+    quota = kube.list("ResourceQuota", ns)
+    assert len(quota) == 1
+    assert quota[0]["spec"]["hard"]["pods"] == str(sizing.quota.pods)
+    assert quota[0]["spec"]["hard"]["requests.cpu"] == sizing.quota.requests_cpu
+
+    policies = kube.list("NetworkPolicy", ns)
+    deny_all = [p for p in policies if p["spec"]["podSelector"] == {} and p["spec"].get("ingress") is None]
+    assert deny_all, "no default-deny NetworkPolicy"
+
+    ingress = kube.list("Ingress", ns)
+    assert [rule["host"] for i in ingress for rule in i["spec"]["rules"]] == [spec.ingress_host]
+
+    # starter: the shared Prometheus scrapes through a ServiceMonitor; no Prometheus or Grafana of its own.
+    assert kube.list("ServiceMonitor", ns)
+    assert not {"prometheus", "grafana"} & (components(kube, "Deployment", ns) | components(kube, "StatefulSet", ns))
+
+    # Everything the chart made lives in the customer's namespace (a cluster-scoped object would escape it).
+    assert [n["metadata"]["name"] for n in kube.list("Namespace")] == [ns]
+
+
+async def test_every_apply_goes_through_server_side_apply_with_strict_validation(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    await deployer.apply(make_spec(keys))
+    installed = len(kube.requests)
+    await deployer.apply(make_spec(keys, "professional"))
+
+    def patches(requests: list[Request]) -> set[tuple[str | None, ...]]:
+        return {
+            (r.content_type, r.query["fieldManager"], r.query["fieldValidation"], r.query["force"])
+            for r in requests
+            if r.method == "PATCH"
+        }
+
+    apply = "application/apply-patch+yaml"
+    # An install has nothing to conflict with; upgrades take over fields someone else changed (--force-conflicts).
+    assert patches(kube.requests[:installed]) == {(apply, "helm", "Strict", "false")}
+    assert patches(kube.requests[installed:]) == {(apply, "helm", "Strict", "true")}
+    namespace_writes = [r for r in kube.requests if r.path == "/api/v1/namespaces" and r.method == "POST"]
+    assert len(namespace_writes) == 1 and namespace_writes[0].user_agent.startswith("OpenAPI-Generator")
+
+
+async def test_reapplying_the_same_spec_changes_no_object(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    """Helm records every upgrade as a new revision; the objects of an unchanged spec stay as they are."""
+    spec = make_spec(keys)
+    await deployer.apply(spec)
+    ns = spec.namespace
+
+    def versions() -> dict[tuple[str, str], str]:
+        return {
+            (o["kind"], o["metadata"]["name"]): o["metadata"]["resourceVersion"]
+            for kind in kube.namespaced_kinds(ns)
+            for o in kube.list(kind, ns)
+            if o["metadata"].get("labels", {}).get("owner") != "helm"
+        }
+
+    before = versions()
+    await deployer.apply(spec)
+    after = versions()
+    assert deployed_revision(kube, ns) == 2
+    # The migration Job is per revision by design (charts/customer-instance/templates/migrate-job.yaml).
+    assert {k: v for k, v in after.items() if k[0] != "Job"} == {k: v for k, v in before.items() if k[0] != "Job"}
+
+
+async def test_a_new_licence_and_plan_change_the_instance(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    trial = make_spec(keys, "starter", "trialing")
+    await deployer.apply(trial)
+    ns = trial.namespace
+    api_before = kube.get("Deployment", f"{RELEASE}-api", ns)
+    assert api_before is not None
+
+    upgraded = make_spec(keys, "enterprise", "active")
+    assert upgraded.license_jwt != trial.license_jwt
+    await deployer.apply(upgraded)
+
+    licence = kube.get("Secret", f"{RELEASE}-license", ns)
+    assert licence is not None and secret_text(licence, "license") == upgraded.license_jwt
+    api = kube.get("Deployment", f"{RELEASE}-api", ns)
+    assert api is not None
+    assert api["spec"]["replicas"] == SIZING["enterprise"].api_replicas
+    # A new licence rolls the pods that read it (checksum annotation), so it takes effect without a manual step.
+    assert api["spec"]["template"]["metadata"]["annotations"] != api_before["spec"]["template"]["metadata"][
+        "annotations"
+    ]
+    assert api["metadata"]["generation"] == api_before["metadata"]["generation"] + 1
+
+    workloads = components(kube, "Deployment", ns) | components(kube, "StatefulSet", ns)
+    assert {"prometheus", "grafana"} <= workloads, workloads
+    quota = kube.list("ResourceQuota", ns)[0]
+    assert quota["spec"]["hard"]["pods"] == str(SIZING["enterprise"].quota.pods)
+    assert deployed_revision(kube, ns) == 2
+
+    # And back: objects the chart no longer renders are deleted by helm.
+    await deployer.apply(make_spec(keys, "starter", "active"))
+    workloads = components(kube, "Deployment", ns) | components(kube, "StatefulSet", ns)
+    assert not {"prometheus", "grafana"} & workloads
+
+
+async def test_customers_get_separate_namespaces(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    first, second = make_spec(keys, customer_id="c000000000001"), make_spec(keys, customer_id="c000000000002")
+    await deployer.apply(first)
+    await deployer.apply(second)
+    for spec in (first, second):
+        licence = kube.get("Secret", f"{RELEASE}-license", spec.namespace)
+        assert licence is not None and secret_text(licence, "license") == spec.license_jwt
+        assert deployed_revision(kube, spec.namespace) == 1
+    await deployer.remove(first.customer_id)
+    assert kube.get("Namespace", first.namespace) is None
+    assert deployed_revision(kube, second.namespace) == 1
+
+
+# --- remove ----------------------------------------------------------------------------------------------------
+
+
+async def test_remove_uninstalls_and_deletes_the_namespace_and_is_repeatable(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    spec = make_spec(keys)
+    await deployer.apply(spec)
+    ns = spec.namespace
+    start = len(kube.requests)
+
+    await deployer.remove(CUSTOMER)
+    # Waited for: the fake's namespace controller takes 0.3 s to finish, and the namespace is gone on return.
+    assert kube.get("Namespace", ns) is None
+    assert kube.namespaced_kinds(ns) == set()
+    calls = [(r.method, r.path) for r in kube.requests[start:]]
+    uninstall = [c for c in calls if c[0] == "DELETE" and "/deployments/" in c[1]]
+    assert uninstall, "helm uninstall did not delete the workloads"
+    assert calls.index(uninstall[0]) < calls.index(("DELETE", f"/api/v1/namespaces/{ns}"))
+
+    start = len(kube.requests)
+    await deployer.remove(CUSTOMER)  # nothing left: no error, and no write
+    assert all(r.method == "GET" for r in kube.requests[start:])
+
+
+async def test_remove_of_a_customer_never_deployed_is_a_no_op(
+    deployer: KubernetesDeployer, kube: FakeKubeApi
+) -> None:
+    await deployer.remove("c0000000000ff")
+    assert [r.method for r in kube.requests] == ["GET"]
+
+
+async def test_apply_while_the_namespace_terminates_fails_then_succeeds(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    """A re-signup or reactivation racing a removal: the apply fails (the queue retries it) until the namespace
+    is gone, then installs afresh."""
+    spec = make_spec(keys)
+    await deployer.apply(spec)
+    kube.delete(kube.resource("v1", "namespaces"), "", spec.namespace)  # a removal still running
+    with pytest.raises(NamespaceError, match="being deleted"):
+        await deployer.apply(spec)
+    await until_gone(kube, spec.namespace)
+    await deployer.apply(spec)
+    assert deployed_revision(kube, spec.namespace) == 1
+    assert kube.get("Namespace", spec.namespace) is not None
+
+
+async def until_gone(kube: FakeKubeApi, namespace: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while kube.get("Namespace", namespace) is not None:
+        assert time.monotonic() < deadline, f"namespace {namespace} still there"
+        await asyncio.sleep(0.05)
+
+
+# --- refusals and failures -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "customer_id",
+    ["c1; rm -rf /", "../kube-system", "C0A1B2C3D4E5F", "--kubeconfig=/etc/passwd", "", "x" * 60, "c1\n", "a b"],
+)
+async def test_a_hostile_customer_id_never_reaches_helm_or_the_cluster(
+    helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str], tmp_path: Path, customer_id: str
+) -> None:
+    marker = tmp_path / "helm-ran"
+    spy = tmp_path / "helm"
+    spy.write_text(f'#!/bin/sh\ntouch "{marker}"\nexec "{helm_bin}" "$@"\n')
+    spy.chmod(0o700)
+    deployer = make_deployer(str(spy), kubeconfig, keys[1])
+    spec = InstanceSpec(customer_id, "starter", make_spec(keys).license_jwt, "active", "h.iotistic.example")
+    with pytest.raises(ValueError, match="cannot name a namespace"):
+        await deployer.apply(spec)
+    with pytest.raises(ValueError, match="cannot name a namespace"):
+        await deployer.remove(customer_id)
+    assert not marker.exists()
+    assert kube.requests == []
+
+
+async def test_a_namespace_that_is_not_ours_is_neither_used_nor_deleted(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    spec = make_spec(keys)
+    namespaces = kube.resource("v1", "namespaces")
+    kube.create(namespaces, "", {"metadata": {"name": spec.namespace, "labels": {CUSTOMER_LABEL: CUSTOMER}}})
+    with pytest.raises(NamespaceError, match="not labelled"):
+        await deployer.apply(spec)
+    with pytest.raises(NamespaceError, match="not labelled"):
+        await deployer.remove(CUSTOMER)
+    assert kube.get("Namespace", spec.namespace) is not None
+    assert release_secrets(kube, spec.namespace) == []
+    assert not [r for r in kube.requests if r.user_agent.startswith("Helm")]
+
+
+async def test_a_failing_chart_is_a_clear_error_without_the_licence(
+    helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str], tmp_path: Path
+) -> None:
+    chart = tmp_path / "broken"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: broken\nversion: 0.1.0\n")
+    # A chart that prints the licence in its error, as a careless template could.
+    (chart / "templates" / "fail.yaml").write_text('{{ fail (printf "licence %s refused" .Values.license.token) }}\n')
+    deployer = make_deployer(helm_bin, kubeconfig, keys[1], chart=chart)
+    spec = make_spec(keys)
+    with pytest.raises(HelmError) as caught:
+        await deployer.apply(spec)
+    message = str(caught.value)
+    assert message.startswith("helm upgrade --install: exit status 1")
+    assert f"licence {REDACTED} refused" in message
+    assert spec.license_jwt not in message
+    assert spec.license_jwt.split(".")[1] not in message
+    # The namespace was made before helm failed; removing the customer clears it although no release exists.
+    assert kube.get("Namespace", spec.namespace) is not None and release_secrets(kube, spec.namespace) == []
+    await deployer.remove(CUSTOMER)
+    assert kube.get("Namespace", spec.namespace) is None
+
+
+async def test_an_object_the_api_server_refuses_is_a_helm_error_with_its_message(
+    helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str], tmp_path: Path
+) -> None:
+    chart = tmp_path / "invalid"
+    (chart / "templates").mkdir(parents=True)
+    (chart / "Chart.yaml").write_text("apiVersion: v2\nname: invalid\nversion: 0.1.0\n")
+    (chart / "templates" / "cm.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\nspecification: oops\n"
+    )
+    deployer = make_deployer(helm_bin, kubeconfig, keys[1], chart=chart)
+    with pytest.raises(HelmError, match="specification"):
+        await deployer.apply(make_spec(keys))
+    assert kube.get("ConfigMap", "settings", f"customer-{CUSTOMER}") is None
+
+
+async def test_an_unreachable_cluster_is_a_clear_error(
+    helm_bin: str, tmp_path: Path, keys: tuple[str, str]
+) -> None:
+    with FakeKubeApi() as gone:
+        kubeconfig = gone.write_kubeconfig(tmp_path / "kubeconfig")
+    deployer = make_deployer(helm_bin, kubeconfig, keys[1])
+    with pytest.raises(NamespaceError, match="unreachable"):
+        await deployer.apply(make_spec(keys))
+    with pytest.raises(HelmError, match="uninstall"):
+        await deployer.helm.uninstall(RELEASE, f"customer-{CUSTOMER}")
+
+
+async def test_a_missing_helm_binary_is_a_clear_error(
+    kubeconfig: Path, keys: tuple[str, str], tmp_path: Path
+) -> None:
+    deployer = make_deployer(str(tmp_path / "no-helm"), kubeconfig, keys[1])
+    with pytest.raises(HelmError, match="cannot run"):
+        await deployer.apply(make_spec(keys))
+
+
+async def test_helm_past_its_deadline_is_killed(
+    kubeconfig: Path, keys: tuple[str, str], tmp_path: Path
+) -> None:
+    slow = tmp_path / "helm"
+    slow.write_text("#!/bin/sh\nexec sleep 30\n")
+    slow.chmod(0o700)
+    helm = Helm(binary=str(slow), kubeconfig=kubeconfig, timeout_s=0.0, kill_grace_s=0.5)
+    started = time.monotonic()
+    with pytest.raises(HelmError, match="did not finish within 0 s; killed"):
+        await helm.run("status", ["status", RELEASE])
+    assert time.monotonic() - started < 5
+
+
+async def test_the_values_file_is_private_and_removed(
+    helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str], tmp_path: Path
+) -> None:
+    """helm sees the values as a 0600 file in a 0700 directory, never on its command line; the file is gone after."""
+    log = tmp_path / "seen.json"
+    spy = tmp_path / "helm"
+    spy.write_text(
+        "#!/usr/bin/env python3\n"
+        "import json, os, sys\n"
+        "args = sys.argv[1:]\n"
+        "if '--values' in args:\n"
+        "    path = args[args.index('--values') + 1]\n"
+        f"    json.dump({{'args': args, 'path': path, 'file': os.stat(path).st_mode,"
+        f" 'dir': os.stat(os.path.dirname(path)).st_mode}}, open({str(log)!r}, 'w'))\n"
+        f"os.execv({helm_bin!r}, [{helm_bin!r}, *args])\n"
+    )
+    spy.chmod(0o700)
+    spec = make_spec(keys)
+    await make_deployer(str(spy), kubeconfig, keys[1]).apply(spec)
+    seen = json.loads(log.read_text())
+    assert stat.S_IMODE(seen["file"]) == 0o600
+    assert stat.S_IMODE(seen["dir"]) == 0o700
+    assert not exists(seen["path"]) and not exists(os.path.dirname(seen["path"]))
+    assert not any(spec.license_jwt in arg for arg in seen["args"])
+    assert deployed_revision(kube, spec.namespace) == 1
