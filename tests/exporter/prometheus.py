@@ -24,8 +24,9 @@ def prometheus_binary() -> str:
 
 
 class PrivatePrometheus:
-    def __init__(self, targets: list[str], *, bearer_token: str | None = None, interval: str = "1s") -> None:
-        self.port = free_port()
+    def __init__(self, targets: list[str], *, bearer_token: str | None = None, interval: str = "1s",
+                 port: int | None = None) -> None:
+        self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="iotistic-prometheus-"))
         scrape: dict[str, Any] = {"job_name": "iotistic-exporter", "static_configs": [{"targets": targets}]}
         if bearer_token is not None:

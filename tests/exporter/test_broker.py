@@ -11,7 +11,7 @@ import pytest
 from iotistic.core.broker_url import BrokerAddress
 from iotistic.core.topics import sensor_topic
 from iotistic.exporter.broker import BrokerReadError, read_publish_counter
-from tests.exporter.conftest import Register
+from tests.exporter.env import Register
 from tests.mqtt_env import Broker
 
 

@@ -3,7 +3,6 @@ telemetry written by ingest's own store; scraped over HTTP as Prometheus would."
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,9 +12,9 @@ import pytest
 
 from iotistic.core.db import make_engine
 from iotistic.exporter.database import read_usage
-from iotistic.exporter.service import RunningExporter, serve
+from iotistic.exporter.service import RunningExporter
 from iotistic.ingest.store import Batch, TelemetryStore
-from tests.exporter.conftest import MakeSettings, Register
+from tests.exporter.env import MakeSettings, Register, running_exporter
 
 TOKEN = "exporter-token-0123456789"
 
@@ -77,15 +76,9 @@ async def test_storage_counts_the_telemetry_table_with_its_partitions(app, regis
 
 @pytest.fixture
 async def exporter(app: Any, exporter_settings: MakeSettings) -> AsyncIterator[RunningExporter]:
-    """`serve` on a free port with a bearer token; no CUSTOMER_ID: the id comes from the instance's licence."""
-    stop = asyncio.Event()
-    ready: asyncio.Future[RunningExporter] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(exporter_settings(EXPORTER_TOKEN=TOKEN), stop, on_ready=ready.set_result))
-    try:
-        yield await asyncio.wait_for(asyncio.shield(ready), 10)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 10)
+    """A bearer token, and no CUSTOMER_ID: the id comes from the instance's licence."""
+    async with running_exporter(exporter_settings(EXPORTER_TOKEN=TOKEN)) as running:
+        yield running
 
 
 async def test_metrics_over_http_need_the_token_and_carry_the_customer(app, api, exporter: RunningExporter,

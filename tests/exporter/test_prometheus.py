@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from iotistic.core.topics import sensor_topic
-from iotistic.exporter.service import RunningExporter, serve
-from tests.exporter.conftest import MakeSettings, Register
+from iotistic.exporter.service import RunningExporter
+from tests.exporter.env import MakeSettings, Register, running_exporter
 from tests.exporter.prometheus import PrivatePrometheus
 from tests.mqtt_env import Broker
 
@@ -32,14 +32,8 @@ async def exporter(exporter_settings: MakeSettings, sys_broker: Broker, exporter
     settings = exporter_settings(CUSTOMER_ID=CUSTOMER, EXPORTER_TOKEN=TOKEN, EXPORTER_CACHE_SECONDS=0.5,
                                  MQTT_BROKER_URL=f"mqtt://127.0.0.1:{sys_broker.mosquitto.port}",
                                  EXPORTER_MQTT_USERNAME=exporter_account[0], EXPORTER_MQTT_PASSWORD=exporter_account[1])
-    stop = asyncio.Event()
-    ready: asyncio.Future[RunningExporter] = asyncio.get_running_loop().create_future()
-    task = asyncio.create_task(serve(settings, stop, on_ready=ready.set_result))
-    try:
-        yield await asyncio.wait_for(asyncio.shield(ready), 10)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
+    async with running_exporter(settings) as running:
+        yield running
 
 
 @pytest.fixture
