@@ -3,10 +3,12 @@ interval of a second. Used by the exporter's tests and by billing's usage tests,
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +95,19 @@ class PrivatePrometheus:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
+    """Poll an async check until it returns something other than False or None (Prometheus scrapes once a second,
+    and its first scrape of a new target comes after about 5 s: target updates are batched that long)."""
+    deadline = time.monotonic() + within
+    while True:
+        result = await check()
+        if (result is not None and result is not False) or time.monotonic() >= deadline:
+            return result
+        await asyncio.sleep(0.25)
+
+
+async def value_of(prometheus: PrivatePrometheus, promql: str) -> float | None:
+    result = await prometheus.query(promql)
+    return float(result[0]["value"][1]) if result else None

@@ -4,16 +4,14 @@ private Mosquitto, and sees devices, online devices, storage and MQTT messages p
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 
 from iotistic.core.topics import sensor_topic
 from iotistic.exporter.service import RunningExporter
 from tests.exporter.env import MakeSettings, Register, running_exporter
-from tests.exporter.prometheus import PrivatePrometheus
+from tests.exporter.prometheus import PrivatePrometheus, eventually, value_of
 from tests.mqtt_env import Broker
 
 CUSTOMER = "c0123456789ab"
@@ -43,22 +41,6 @@ async def prometheus(exporter: RunningExporter) -> AsyncIterator[PrivatePromethe
         yield server
     finally:
         await asyncio.to_thread(server.close)
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
-    """Poll an async check until it returns something other than False or None (Prometheus scrapes once a second,
-    and its first scrape of a new target comes after about 5 s: target updates are batched that long)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if (result is not None and result is not False) or time.monotonic() >= deadline:
-            return result
-        await asyncio.sleep(0.25)
-
-
-async def value_of(prometheus: PrivatePrometheus, promql: str) -> float | None:
-    result = await prometheus.query(promql)
-    return float(result[0]["value"][1]) if result else None
 
 
 async def test_prometheus_scrapes_usage_per_customer(app, api, prometheus: PrivatePrometheus, sys_broker: Broker,
