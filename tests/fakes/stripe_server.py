@@ -206,7 +206,8 @@ class FakeStripe:
         with self._lock:
             self.requests.append(RecordedRequest(method, path, params, headers))
             if self.fail_with is not None:
-                return self.fail_with, {"error": {"type": "api_error", "message": "fake Stripe is failing"}}
+                return self.fail_with, {"error": {"type": "api_error", "message": "fake Stripe is failing"},
+                                        "_no_retry": True}
             auth = headers.get("authorization", "")
             if auth != f"Bearer {self.api_key}":
                 return 401, {"error": {"type": "invalid_request_error",
@@ -333,8 +334,12 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             headers = {k.lower(): v for k, v in self.headers.items()}
             status, payload = self.stripe.handle(method, url.path, params, headers)
+        # Stripe-Should-Retry: false keeps the library from retrying a failure the test asked for (and waiting).
+        no_retry = payload.pop("_no_retry", False)
         data = json.dumps(payload).encode()
         self.send_response(status)
+        if no_retry:
+            self.send_header("Stripe-Should-Retry", "false")
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Request-Id", "req_" + secrets.token_hex(7))

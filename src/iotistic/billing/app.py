@@ -17,18 +17,27 @@ from iotistic.billing.db import billing_sessionmaker
 from iotistic.billing.deploy.spec import Deployer
 from iotistic.billing.errors import ErrorBody, install_error_handlers
 from iotistic.billing.login_guard import LoginGuard
-from iotistic.billing.routers import auth, customers, health, license, operator
+from iotistic.billing.routers import auth, customers, health, license, operator, stripe
 from iotistic.billing.settings import BillingSettings
+from iotistic.billing.stripe_gateway import StripeGateway
 from iotistic.billing.tokens import OperatorToken
 from iotistic.core.db import make_engine
 from iotistic.core.security import configure_password_hashing
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (health, auth, customers, license, operator)
+ROUTERS = (health, auth, customers, license, operator, stripe)
 # How long a stopping service lets the worker finish the job in hand before cancelling it (the job is then handed
 # back to the queue at once).
 WORKER_STOP_SECONDS = 10.0
+
+
+def _stripe_gateway(settings: BillingSettings) -> StripeGateway | None:
+    if settings.stripe_api_key is None:
+        return None
+    secret = settings.stripe_webhook_secret
+    return StripeGateway(settings.stripe_api_key.get_secret_value(),
+                         secret.get_secret_value() if secret else None, api_base=settings.stripe_api_base)
 
 
 def create_app(settings: BillingSettings, *, deployer: Deployer | None = None) -> FastAPI:
@@ -46,6 +55,7 @@ def create_app(settings: BillingSettings, *, deployer: Deployer | None = None) -
         public_key_pem=settings.public_key_pem,  # ConfigError now, not at the first signup, when no key is set
         login_guard=LoginGuard(settings.login_max_failures, settings.login_lockout_seconds),
         deployer=deployer,
+        stripe=_stripe_gateway(settings),
     )
 
     @asynccontextmanager
@@ -65,6 +75,8 @@ def create_app(settings: BillingSettings, *, deployer: Deployer | None = None) -
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
+            if ctx.stripe is not None:
+                await ctx.stripe.aclose()
             await engine.dispose()
 
     app = FastAPI(

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from iotistic.billing.deploy.spec import Deployer
 from iotistic.billing.login_guard import LoginGuard
 from iotistic.billing.settings import BillingSettings
+from iotistic.billing.stripe_gateway import StripeGateway
 from iotistic.billing.tokens import OperatorToken
 
 
@@ -22,3 +23,4 @@ class BillingContext:
     public_key_pem: str
     login_guard: LoginGuard
     deployer: Deployer | None = None  # when set, the queue worker runs inside the service
+    stripe: StripeGateway | None = None  # None without STRIPE_API_KEY: checkout and webhooks answer 503
