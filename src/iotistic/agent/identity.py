@@ -52,6 +52,7 @@ from iotistic.agent.sync.http import (
     make_client,
     send,
 )
+from iotistic.agent.vpn.files import save_from_registration
 
 if TYPE_CHECKING:
     import httpx
@@ -193,6 +194,9 @@ async def _register(http: httpx.AsyncClient, store: AgentStore, identity: Identi
     identity.mqtt_password = mqtt.get("password")
     identity.mqtt_broker = mqtt.get("broker")
     store.save_identity(identity)
+    if settings.vpn_enabled:
+        # Never fatal: without it the VPN supervisor asks the cloud again (`GET /api/v1/device/{uuid}/vpn`).
+        await asyncio.to_thread(save_from_registration, settings.vpn_config_file, data.get("vpn"))
     log.info("registered as %s (HTTP %s)", identity.uuid, response.status_code)
 
 

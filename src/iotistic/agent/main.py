@@ -61,7 +61,9 @@ from iotistic.agent.runtime.base import ContainerNotFound, LogStream, Runtime
 from iotistic.agent.settings import AgentSettings, load_agent_settings
 from iotistic.agent.store import AgentStore, Identity
 from iotistic.agent.sync.client import CloudSync, TargetDocument, load_target, read_status, save_target
-from iotistic.agent.sync.http import CloudUnavailable
+from iotistic.agent.sync.http import CloudRejected, CloudUnavailable
+from iotistic.agent.vpn.fetch import fetch_config
+from iotistic.agent.vpn.supervisor import VpnSupervisor
 from iotistic.core.schemas.target_state import TargetState
 from iotistic.core.settings import ConfigError
 
@@ -92,6 +94,8 @@ CLOUD_STOP_SECONDS = 5.0
 HOST_ACTION_TIMEOUT = 60.0
 #: How long a starting agent waits for the data folder's instance lock (an `iotistic agent apply` may hold it).
 INSTANCE_WAIT_SECONDS = 30.0
+#: How long a stopping agent waits for the VPN client to close its tunnel.
+VPN_STOP_SECONDS = 12.0
 #: Worker threads for blocking calls (Docker SDK, SQLite, psutil); log streams have threads of their own.
 MAX_WORKER_THREADS = 6
 
@@ -167,6 +171,8 @@ class Agent:
         self.reconcile_interval = reconcile_interval
         self.logs = LogBuffer(self.store, persist=not self.local_mode,
                               batch_interval=self.settings.log_batch_interval, on_batch=self._on_log_batch)
+        self.vpn = VpnSupervisor(self.settings)
+        self._vpn_task: asyncio.Task[None] | None = None
 
         self._sync: CloudSync | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -282,6 +288,8 @@ class Agent:
             self._spawn(self._logs_loop(), "logs")
             self._spawn(self._runtime_version(), "runtime-version")
             self._spawn(self._serve_api(), "device-api")
+            if self.settings.vpn_enabled:
+                self._vpn_task = self._spawn(self.vpn.run(self._stop), "vpn")
             if not self.local_mode:
                 self._start_cloud()
             await self._stop.wait()
@@ -341,6 +349,10 @@ class Agent:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(cloud), CLOUD_STOP_SECONDS)
         await self._stop_followers()
+        if self._vpn_task is not None:
+            # The VPN client is given its time to close the tunnel (and tell the server) before tasks are cancelled.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._vpn_task), VPN_STOP_SECONDS)
         for task in list(self._tasks):
             if task.get_name() != "agent-device-api":
                 task.cancel()
@@ -574,6 +586,7 @@ class Agent:
         if identity is None or stop.is_set():
             return
         self._identity = identity
+        self.vpn.set_fetcher(self._fetch_vpn_config)
         sync = CloudSync(self.settings, self.store, identity)
         self._sync = sync
         self._persist_logs(True)
@@ -584,6 +597,14 @@ class Agent:
             if self._sync is sync:
                 self._sync = None
             await sync.aclose()
+
+    async def _fetch_vpn_config(self) -> str:
+        """The VPN configuration from the cloud, with the device's current key (it may have been rotated)."""
+        identity = self.store.identity() or self._identity
+        endpoint = self.settings.cloud_api_endpoint
+        if endpoint is None:
+            raise CloudRejected("local mode: no cloud to ask for a VPN configuration")
+        return await fetch_config(endpoint, self.settings.http_timeout, identity.uuid, identity.device_api_key)
 
     async def _stop_cloud(self) -> None:
         self._cloud_stop.set()
@@ -640,6 +661,10 @@ class Agent:
 
     async def deprovision(self) -> None:
         await self._stop_cloud()
+        self.vpn.set_fetcher(None)
+        # The VPN certificate was the old identity's: the next provisioning brings the new one's.
+        await asyncio.to_thread(self.settings.vpn_config_file.unlink, missing_ok=True)
+        self.vpn.config_changed()
         identity_mod.deprovision(self.store)
         self.store.delete(CLOUD_ENDPOINT_KEY)
         self.settings = self.settings.model_copy(update={"cloud_api_endpoint": None, "provisioning_key": None})
@@ -759,8 +784,12 @@ class Agent:
             "provisioning": self.provision_status(),
             "sync": sync.status().as_dict() if sync is not None else (None if self._wiped else read_status(self.store)),
             "logs": {"lines": self.logs.lines_total, "lost": self.logs.lines_lost, "followed": len(self._followers)},
+            "vpn": self.vpn_status(),
         }
         return summary
+
+    def vpn_status(self) -> dict[str, Any]:
+        return self.vpn.status()
 
     # --- Device API ------------------------------------------------------------------------------------------------
     async def _serve_api(self) -> None:

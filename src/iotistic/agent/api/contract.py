@@ -80,5 +80,9 @@ class AgentCore(Protocol):
 
     async def set_tags(self, tags: dict[str, str]) -> None: ...
 
+    def vpn_status(self) -> dict[str, Any]:
+        """The VPN client (`iotistic.agent.vpn`): enabled, state, connected, tunnel address, server, since,
+        reconnects, last error."""
+
     def status_summary(self) -> dict[str, Any]:
         """What `iotistic agent status` and `/v1/device` show: runtime, apply status, pending, last sync."""

@@ -238,6 +238,7 @@ async def patch_tags(core: Core, body: TagsPatch) -> dict[str, Any]:
 
 
 @router.get("/v2/device/vpn")
-async def vpn() -> dict[str, Any]:
-    """No VPN client on the device yet."""
-    return {"status": "success", "vpn": {"enabled": False, "connected": False}}
+async def vpn(core: Core) -> dict[str, Any]:
+    """The VPN client: `enabled`, `state` (disabled, no_config, starting, connected, retrying, down, stopped),
+    `connected`, `tunnelAddress`, `server`, `since`, `reconnects`, `restarts`, `lastError`, byte counts."""
+    return {"status": "success", "vpn": core.vpn_status()}
