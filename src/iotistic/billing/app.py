@@ -17,7 +17,7 @@ from iotistic.billing.db import billing_sessionmaker
 from iotistic.billing.deploy.spec import Deployer
 from iotistic.billing.errors import ErrorBody, install_error_handlers
 from iotistic.billing.login_guard import LoginGuard
-from iotistic.billing.routers import auth, customers, health, license, operator, stripe
+from iotistic.billing.routers import auth, customers, health, license, operator, stripe, usage
 from iotistic.billing.settings import BillingSettings
 from iotistic.billing.stripe_gateway import StripeGateway
 from iotistic.billing.tokens import OperatorToken
@@ -26,7 +26,7 @@ from iotistic.core.security import configure_password_hashing
 
 log = logging.getLogger(__name__)
 
-ROUTERS = (health, auth, customers, license, operator, stripe)
+ROUTERS = (health, auth, customers, license, operator, stripe, usage)
 # How long a stopping service lets the worker finish the job in hand before cancelling it (the job is then handed
 # back to the queue at once).
 WORKER_STOP_SECONDS = 10.0
