@@ -48,6 +48,9 @@ def test_a_running_period_is_measured_up_to_now_a_past_one_up_to_its_end() -> No
     past = evaluation(period, T0 + dt.timedelta(days=45))
     assert past is not None and past.at == period.end and past.window_seconds == 30 * 86400
     assert evaluation(period, T0 - dt.timedelta(hours=1)) is None  # not started: nothing to measure
+    assert evaluation(period, T0) is None
+    just_started = evaluation(period, T0 + dt.timedelta(milliseconds=300))
+    assert just_started is not None and just_started.window_seconds == 1
 
 
 def test_label_values_cannot_escape_the_promql_string() -> None:

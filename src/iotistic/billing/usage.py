@@ -58,12 +58,12 @@ class Evaluation:
 
 
 def evaluation(period: Period, now: dt.datetime) -> Evaluation | None:
-    """None when the period has not started yet (nothing to measure)."""
+    """None when the period has not started yet (nothing to measure). The window is whole seconds (PromQL
+    durations), at least one."""
     at = min(period.end, now)
-    seconds = int((at - period.start).total_seconds())
-    if seconds < 1:
+    if at <= period.start:
         return None
-    return Evaluation(at, seconds)
+    return Evaluation(at, max(1, int((at - period.start).total_seconds())))
 
 
 def promql_string(value: str) -> str:
