@@ -69,34 +69,44 @@ class ErrorTally:
 
 
 class LogScanner:
-    """Follows a log file across scans: reads only what was appended, starts over when the file was truncated
-    or replaced (log rotation). Starts at the file's current end: errors before the service started are not its."""
+    """Follows a log file across scans: reads only what was appended, starts over when the file was replaced
+    (rotation: another inode) or truncated (smaller, or its first bytes changed: truncated and written past the
+    old end between two scans). Starts at the file's current end: errors before the service started are not its."""
+
+    _FINGERPRINT = 64
 
     def __init__(self, path: Path, tally: ErrorTally | None = None) -> None:
         self.path = path
         self.tally = tally or ErrorTally()
-        self._inode, self._offset = self._stat()
         self._partial = b""
-
-    def _stat(self) -> tuple[int | None, int]:
+        self._inode: int | None = None
+        self._offset = 0
+        self._head = b""
         try:
-            stat = os.stat(self.path)
+            with open(self.path, "rb") as handle:
+                self._inode = os.fstat(handle.fileno()).st_ino
+                self._head = handle.read(self._FINGERPRINT)
+                self._offset = handle.seek(0, os.SEEK_END)
         except FileNotFoundError:
-            return None, 0
-        return stat.st_ino, stat.st_size
+            pass
 
     def scan(self) -> Counter[str]:
-        inode, size = self._stat()
-        if inode is None:
+        try:
+            handle = open(self.path, "rb")
+        except FileNotFoundError:
             return self.tally.counts
-        if inode != self._inode or size < self._offset:
-            self._inode, self._offset, self._partial = inode, 0, b""
-        if size > self._offset:
-            with open(self.path, "rb") as handle:
+        with handle:
+            stat = os.fstat(handle.fileno())
+            head = handle.read(self._FINGERPRINT)
+            known = self._head[:len(head)]
+            if stat.st_ino != self._inode or stat.st_size < self._offset or head[:len(known)] != known:
+                self._inode, self._offset, self._partial = stat.st_ino, 0, b""
+            self._head = head
+            if stat.st_size > self._offset:
                 handle.seek(self._offset)
-                data = handle.read(size - self._offset)
-            self._offset += len(data)
-            *lines, self._partial = (self._partial + data).split(b"\n")
-            for line in lines:
-                self.tally.feed(line.decode(errors="replace"))
+                data = handle.read(stat.st_size - self._offset)
+                self._offset += len(data)
+                *lines, self._partial = (self._partial + data).split(b"\n")
+                for line in lines:
+                    self.tally.feed(line.decode(errors="replace"))
         return self.tally.counts
