@@ -53,6 +53,8 @@ class BillingSettings(BaseSettings):
     argon2_parallelism: int = Field(default=4, alias="ARGON2_PARALLELISM", ge=1, le=16)
     login_max_failures: int = Field(default=5, alias="BILLING_LOGIN_MAX_FAILURES", ge=1)
     login_lockout_seconds: int = Field(default=900, alias="BILLING_LOGIN_LOCKOUT_SECONDS", ge=1)
+    # Signups per client address and hour: each one queues a deployment, so a script must not make thousands.
+    signup_max_per_hour: int = Field(default=20, alias="BILLING_SIGNUP_MAX_PER_HOUR", ge=1)
 
     # Subscriptions and licences.
     cancel_grace_days: int = Field(default=7, alias="BILLING_CANCEL_GRACE_DAYS", ge=0, le=365)
@@ -93,6 +95,10 @@ class BillingSettings(BaseSettings):
     kubeconfig: Path | None = Field(default=None, alias="KUBECONFIG")
     kube_context: str | None = Field(default=None, alias="BILLING_KUBE_CONTEXT")
     chart_path: Path = Field(default=Path("charts/customer-instance"), alias="BILLING_CHART_PATH")
+    # Deadline of one helm call; with BILLING_HELM_WAIT an apply also waits (that long) for every object to be
+    # ready, so a deployment is `deployed` only once the instance runs, and a stuck one fails and is retried.
+    helm_timeout_seconds: float = Field(default=300.0, alias="BILLING_HELM_TIMEOUT_SECONDS", ge=5, le=3600)
+    helm_wait: bool = Field(default=False, alias="BILLING_HELM_WAIT")
 
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 
