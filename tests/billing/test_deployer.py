@@ -13,8 +13,10 @@ import base64
 import json
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +28,7 @@ from iotistic.billing.deploy.helm import REDACTED, Helm
 from iotistic.billing.deploy.kube import CUSTOMER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Namespaces, client_factory
 from iotistic.billing.deploy.spec import InstanceSpec
 from iotistic.billing.deploy.values import SIZING, Platform
+from iotistic.billing.settings import load_billing_settings
 from iotistic.core.licensing import evaluate_license, generate_keypair, issue_license
 from tests.fakes.kube_api import FakeKubeApi, Request
 
@@ -251,6 +254,96 @@ async def test_customers_get_separate_namespaces(
     await deployer.remove(first.customer_id)
     assert kube.get("Namespace", first.namespace) is None
     assert deployed_revision(kube, second.namespace) == 1
+
+
+async def test_the_deployer_from_settings_installs_licences_the_instance_can_verify(
+    helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    settings = load_billing_settings(
+        private_key=keys[0], helm_bin=helm_bin, kubeconfig=kubeconfig, chart_path=CHART, helm_timeout_seconds=60
+    )
+    deployer = KubernetesDeployer.from_settings(settings)
+    spec = make_spec(keys, "professional", "active")
+    await deployer.apply(spec)
+    licence = kube.get("Secret", f"{RELEASE}-license", spec.namespace)
+    public_key = kube.get("ConfigMap", f"{RELEASE}-license", spec.namespace)
+    assert licence is not None and public_key is not None
+    state = evaluate_license(secret_text(licence, "license"), public_key["data"]["public-key.pem"])
+    assert (state.mode, state.plan) == ("licensed", "professional"), state.reason
+    assert deployer.values(spec)["license"]["publicKey"] == settings.public_key_pem
+
+
+# --- waiting for readiness -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def controllers(kube: FakeKubeApi, namespace: str) -> Iterator[None]:
+    """What the cluster's controllers and kubelets would report for a healthy instance: workloads ready, Jobs
+    complete, a load balancer address. The fake runs no controller of its own."""
+    stop = threading.Event()
+
+    def report(kind: str, obj: dict[str, Any], status: dict[str, Any]) -> None:
+        if obj.get("status") != status:
+            kube.set_status(kind, obj["metadata"]["name"], namespace, status)
+
+    def run() -> None:
+        while not stop.wait(0.05):
+            for kind in ("Deployment", "StatefulSet"):
+                for obj in kube.list(kind, namespace):
+                    n = obj["spec"].get("replicas", 1)
+                    status: dict[str, Any] = {
+                        "observedGeneration": obj["metadata"]["generation"], "replicas": n, "readyReplicas": n,
+                        "availableReplicas": n, "updatedReplicas": n, "currentReplicas": n,
+                    }
+                    if kind == "Deployment":
+                        status["conditions"] = [
+                            {"type": "Available", "status": "True"},
+                            {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
+                        ]
+                    else:
+                        status["currentRevision"] = status["updateRevision"] = "r1"
+                    report(kind, obj, status)
+            for obj in kube.list("Job", namespace):
+                report("Job", obj, {"succeeded": 1, "conditions": [{"type": "Complete", "status": "True"}]})
+            for obj in kube.list("Service", namespace):
+                if obj["spec"].get("type") == "LoadBalancer":
+                    report("Service", obj, {"loadBalancer": {"ingress": [{"ip": "192.0.2.10"}]}})
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+async def test_with_wait_an_apply_returns_once_the_instance_is_ready(
+    helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    deployer = make_deployer(helm_bin, kubeconfig, keys[1], wait=True)
+    spec = make_spec(keys)
+    with controllers(kube, spec.namespace):
+        await deployer.apply(spec)
+    assert deployed_revision(kube, spec.namespace) == 1
+    api = kube.get("Deployment", f"{RELEASE}-api", spec.namespace)
+    assert api is not None and api["status"]["readyReplicas"] == api["spec"]["replicas"]
+    watched = {r.path.rsplit("/", 1)[-1] for r in kube.requests if r.query.get("watch") == "true"}
+    assert {"deployments", "statefulsets", "jobs"} <= watched
+
+
+async def test_with_wait_an_instance_that_never_gets_ready_is_a_timeout_error(
+    helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    deployer = make_deployer(helm_bin, kubeconfig, keys[1], wait=True)
+    object.__setattr__(deployer.helm, "timeout_s", 2.0)  # no kubelet: nothing ever starts
+    spec = make_spec(keys)
+    with pytest.raises(HelmError) as caught:
+        await deployer.apply(spec)
+    message = str(caught.value)
+    assert f"Deployment/{spec.namespace}/{RELEASE}-api not ready" in message
+    assert "context deadline exceeded" in message
+    assert spec.license_jwt not in message
 
 
 # --- remove ----------------------------------------------------------------------------------------------------

@@ -1,21 +1,27 @@
 """A local fake of the Kubernetes API server for the deployer's tests (no real API server can run here).
 
 Complete enough for the real `helm` binary and the real `kubernetes` Python client, both pointed at it through a
-generated kubeconfig: discovery (`/version`, `/api`, `/apis`, resource lists), and one generic in-memory store for
-every resource in `RESOURCES` with GET, LIST (label and field selectors), POST, PUT, PATCH (JSON merge, strategic
-merge, JSON patch, server-side apply), DELETE and WATCH; resourceVersion, generation and uid are kept the way the
-API server keeps them, errors are `Status` objects with the API server's reasons and codes. Kind-specific
-behaviour is limited to what a client can observe without controllers: Secret `stringData` folded into `data`,
-and namespaces that terminate (their content removed, then themselves) shortly after a DELETE.
+generated kubeconfig (HTTPS with its own CA, bearer token): discovery (`/version`, `/api`, `/apis`, resource
+lists, the OpenAPI v3 index), and one generic in-memory store for every resource in `RESOURCES` with GET, LIST
+(label and field selectors), POST, PUT, PATCH (JSON merge, strategic merge, JSON patch, server-side apply), DELETE,
+WATCH (also the streaming lists of helm's readiness watcher) and the status subresource; resourceVersion,
+generation and uid kept as the API server keeps them; errors are `Status` objects with its reasons and codes;
+`fieldValidation=Strict` validates against the Kubernetes 1.33 schemas (kubernetes-validate). What is kind-specific
+is what a client observes from the API server itself, not from controllers: Secret `stringData` folded into
+`data`, Service cluster IPs allocated, namespaces that terminate (content removed, then themselves) shortly after
+a DELETE, and protobuf bodies read for the kinds client-go sends that way (Secret, ConfigMap).
 
-What helm 4.1.4 sends (logged from the real binary against this server): discovery, then GET of the release
-Secrets by label (`owner=helm,name=<release>`), server-side apply (`application/apply-patch+yaml`,
-`fieldManager=helm`, `force=true`) of every manifest object, and POST/PUT of the release Secret. It asks for no
-OpenAPI document when given `--skip-schema-validation`.
+What helm 4.1.4 sends (logged from the real binary against this server): discovery, GET of the release Secrets
+by label (`owner=helm,name=<release>`), GETs of `lookup`ed objects, the OpenAPI v3 documents (only to learn that
+the server validates fields, so it leaves validation to the server), server-side apply
+(`application/apply-patch+yaml`, `fieldManager=helm`, `fieldValidation=Strict`, `force` true on upgrades with
+`--force-conflicts`) of every manifest object, POST/PUT of the release Secret as protobuf, and DELETEs on
+uninstall; with `--wait=watcher`, watches with `sendInitialEvents`.
 
 Simplifications, stated so no test leans on them: server-side apply assumes one field manager per object (an
-apply replaces everything but server-owned metadata and status, which is what a sole manager sees); strategic
-merge patches merge lists of objects by `name` and replace other lists; no admission, defaulting or controllers.
+apply replaces everything but server-owned metadata, allocated fields and status, which is what a sole manager
+sees); strategic merge patches merge lists of objects by `name` and replace other lists; watches keep no history;
+no admission, defaulting or controllers (tests that need ready workloads set their status themselves).
 """
 
 from __future__ import annotations
@@ -304,6 +310,7 @@ class FakeKubeApi:
         self._objects: dict[tuple[str, str, str, str], dict[str, Any]] = {}
         self._watchers: list[_Watcher] = []
         self._rv = 0
+        self._services = 0
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
         self._timers: list[threading.Timer] = []
@@ -605,6 +612,10 @@ class FakeKubeApi:
             if resource.kind == "Namespace":
                 obj.setdefault("spec", {"finalizers": ["kubernetes"]})
                 obj["status"] = {"phase": "Active"}
+            if resource.kind == "Service" and obj.setdefault("spec", {}).get("clusterIP") != "None":
+                self._services += 1
+                address = f"10.96.{self._services // 250}.{self._services % 250 + 1}"
+                obj["spec"].update(clusterIP=address, clusterIPs=[address])
             if dry_run:
                 return obj
             meta["resourceVersion"] = self._bump()
@@ -649,6 +660,10 @@ class FakeKubeApi:
                 meta.pop(server_owned, None)
         if "status" in current:
             obj["status"] = current["status"]
+        if resource.kind == "Service":  # allocated by the server at creation, kept when an update leaves them out
+            for allocated in ("clusterIP", "clusterIPs"):
+                if allocated in current.get("spec", {}):
+                    obj.setdefault("spec", {}).setdefault(allocated, current["spec"][allocated])
         content = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
         old_content = {k: v for k, v in current.items() if k not in ("metadata", "status")}
         if content != old_content:
@@ -659,6 +674,28 @@ class FakeKubeApi:
         self._objects[key] = obj
         self._notify("MODIFIED", resource, obj)
         return copy.deepcopy(obj)
+
+    def replace_status(self, resource: Resource, namespace: str, name: str, body: Any) -> dict[str, Any]:
+        """The status subresource: only `status` changes (what controllers write, and what readiness reads)."""
+        with self._lock:
+            key = (resource.group_version, resource.name, namespace, name)
+            current = self._objects.get(key)
+            if current is None:
+                raise self._not_found(resource, name)
+            if not isinstance(body, dict) or not isinstance(body.get("status", {}), dict):
+                raise ApiError(400, "BadRequest", "the body must be an object with a status object")
+            if body.get("status") == current.get("status"):
+                return copy.deepcopy(current)
+            obj = copy.deepcopy(current)
+            obj["status"] = copy.deepcopy(body.get("status", {}))
+            obj["metadata"]["resourceVersion"] = self._bump()
+            self._objects[key] = obj
+            self._notify("MODIFIED", resource, obj)
+            return copy.deepcopy(obj)
+
+    def set_status(self, kind: str, name: str, namespace: str, status: dict[str, Any]) -> dict[str, Any]:
+        """For tests playing a controller (the fake runs none)."""
+        return self.replace_status(self._by_kind(kind), namespace, name, {"status": status})
 
     def patch(
         self,
@@ -926,7 +963,14 @@ class _Handler(BaseHTTPRequestHandler):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         dry_run, strict = query.get("dryRun") == "All", query.get("fieldValidation") == "Strict"
         ns = namespace or ""
-        if self.command == "GET" and name is None:
+        if m["sub"] == "status" and name is not None:
+            if self.command == "GET":
+                self._send(200, api.read(resource, ns, name))
+            elif self.command == "PUT":
+                self._send(200, api.replace_status(resource, ns, name, self._json(raw)))
+            else:
+                raise ApiError(405, "MethodNotAllowed", f"{self.command} is not supported on {path}")
+        elif self.command == "GET" and name is None:
             if query.get("watch") in ("1", "true"):
                 self._stream(api.watch(resource, namespace, query))
             else:
@@ -964,7 +1008,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
-        except (BrokenPipeError, ConnectionResetError):
+        except OSError:  # the client closed the watch (TLS: SSLEOFError); nothing to tell it any more
             pass
 
     do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle

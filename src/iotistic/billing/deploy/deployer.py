@@ -34,12 +34,18 @@ class KubernetesDeployer:
 
     @classmethod
     def from_settings(cls, settings: BillingSettings, platform: Platform | None = None) -> KubernetesDeployer:
-        """HELM_BIN, KUBECONFIG / BILLING_KUBE_CONTEXT (else the in-cluster service account), BILLING_CHART_PATH;
-        the instances verify licences with the billing public key."""
+        """HELM_BIN, KUBECONFIG / BILLING_KUBE_CONTEXT (else the in-cluster service account), BILLING_CHART_PATH,
+        BILLING_HELM_TIMEOUT_SECONDS, BILLING_HELM_WAIT; the instances verify licences with the billing public key."""
         if platform is None:
             platform = Platform(license_public_key=settings.public_key_pem)
         return cls(
-            helm=Helm(binary=settings.helm_bin, kubeconfig=settings.kubeconfig, kube_context=settings.kube_context),
+            helm=Helm(
+                binary=settings.helm_bin,
+                kubeconfig=settings.kubeconfig,
+                kube_context=settings.kube_context,
+                timeout_s=settings.helm_timeout_seconds,
+                wait=settings.helm_wait,
+            ),
             namespaces=Namespaces(client_factory(settings.kubeconfig, settings.kube_context)),
             chart=settings.chart_path,
             platform=platform,
