@@ -74,7 +74,8 @@ def exporter_settings(app: Any) -> MakeSettings:
     def make(**env: Any) -> ExporterSettings:
         values: dict[str, Any] = {
             "DATABASE_URL": cloud.sqlalchemy_url, "LICENSE_PUBLIC_KEY": cloud.license_public_key,
-            "IOTISTIC_LICENSE_KEY": cloud.license_key, "EXPORTER_HOST": "127.0.0.1", "EXPORTER_PORT": 0,
+            "IOTISTIC_LICENSE_KEY": cloud.license_key, "IOTISTIC_DATA_DIR": str(cloud.data_dir),
+            "EXPORTER_HOST": "127.0.0.1", "EXPORTER_PORT": 0,
             "EXPORTER_CACHE_SECONDS": 0,
         }
         values.update(env)

@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
+from sqlalchemy import select
 
+from iotistic.cloud.models import MqttAccount
 from iotistic.core.broker_url import BrokerAddress
 from iotistic.core.topics import sensor_topic
+from iotistic.exporter.account import LOCAL_ACCOUNT, PASSWORD_FILE
 from iotistic.exporter.broker import BrokerReadError, read_publish_counter
-from tests.exporter.env import Register
+from tests.exporter.env import MakeSettings, Register, running_exporter
 from tests.mqtt_env import Broker
 
 
@@ -67,3 +71,23 @@ async def test_a_broker_that_is_not_there_is_a_clear_error():
     address = BrokerAddress("127.0.0.1", free_port(), False)
     with pytest.raises(BrokerReadError, match="cannot connect"):
         await asyncio.to_thread(read_publish_counter, address, "exporter", "x" * 20, timeout=2)
+
+
+async def test_without_configured_credentials_the_exporter_keeps_its_own_account(
+        app, sys_broker: Broker, exporter_settings: MakeSettings):
+    settings = exporter_settings(MQTT_BROKER_URL=f"mqtt://127.0.0.1:{sys_broker.mosquitto.port}")
+    async with running_exporter(settings) as exporter, httpx.AsyncClient(timeout=10) as client:
+        url = f"http://127.0.0.1:{exporter.port}/metrics"
+        up = 'iotistic_exporter_source_up{customer="cust_test",source="mqtt"} 1.0'
+        deadline = time.monotonic() + 10
+        while up not in (text := (await client.get(url)).text).splitlines():  # until the sync told the broker
+            assert time.monotonic() < deadline, text
+            await asyncio.sleep(0.2)
+        assert any(line.startswith('iotistic_mqtt_messages_received_total{customer="cust_test"} ')
+                   for line in text.splitlines())
+    password_file = settings.data_dir / PASSWORD_FILE
+    assert password_file.stat().st_mode & 0o777 == 0o600
+    async with app.state.ctx.sessions() as session:
+        account = await session.scalar(select(MqttAccount).where(MqttAccount.username == LOCAL_ACCOUNT))
+        assert account is not None and account.kind == "service" and account.is_active
+        assert [(r.topic, r.access) for r in account.rules] == [("$SYS/broker/#", "read")]

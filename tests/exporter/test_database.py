@@ -76,8 +76,10 @@ async def test_storage_counts_the_telemetry_table_with_its_partitions(app, regis
 
 @pytest.fixture
 async def exporter(app: Any, exporter_settings: MakeSettings) -> AsyncIterator[RunningExporter]:
-    """A bearer token, and no CUSTOMER_ID: the id comes from the instance's licence."""
-    async with running_exporter(exporter_settings(EXPORTER_TOKEN=TOKEN)) as running:
+    """A bearer token, and no CUSTOMER_ID: the id comes from the instance's licence. No MQTT (its own account
+    switched off)."""
+    async with running_exporter(exporter_settings(EXPORTER_TOKEN=TOKEN, EXPORTER_MQTT_LOCAL_ACCOUNT="false")
+                                ) as running:
         yield running
 
 
@@ -97,6 +99,6 @@ async def test_metrics_over_http_need_the_token_and_carry_the_customer(app, api,
     assert 'iotistic_devices_registered{customer="cust_test"} 2.0' in lines
     assert 'iotistic_devices_online{customer="cust_test"} 1.0' in lines
     assert 'iotistic_exporter_source_up{customer="cust_test",source="database"} 1.0' in lines
-    # No MQTT account configured: the broker is not asked and no message count is made up.
+    # MQTT switched off: the broker is not asked and no message count is made up.
     assert not any(line.startswith(("iotistic_mqtt_messages_received", 'iotistic_exporter_source_up{customer="cust'
                                                                         '_test",source="mqtt"')) for line in lines)

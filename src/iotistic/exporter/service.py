@@ -27,6 +27,7 @@ from iotistic.cloud.services.license import LicenseService
 from iotistic.core.broker_url import parse_broker_url
 from iotistic.core.db import make_engine, make_sessionmaker
 from iotistic.core.settings import ConfigError
+from iotistic.exporter.account import credentials
 from iotistic.exporter.broker import BrokerReadError, read_publish_counter
 from iotistic.exporter.collector import UsageCollector, UsageSample
 from iotistic.exporter.database import DatabaseUsage, read_usage
@@ -49,41 +50,57 @@ async def resolve_customer_id(settings: ExporterSettings, sessions: async_sessio
 
 
 class Sampler:
-    """Reads the database and the broker concurrently, each within the source timeout; a failing source is
-    logged (type and reason, never credentials) and left out."""
+    """Reads the database and the broker concurrently, each within the source timeout. A failing source is left
+    out and logged when it starts failing, when the reason changes and when it recovers (type and reason, never
+    credentials): not at every scrape."""
 
-    def __init__(self, settings: ExporterSettings, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(self, settings: ExporterSettings, sessions: async_sessionmaker[AsyncSession],
+                 mqtt_credentials: tuple[str, str] | None) -> None:
         self.settings = settings
         self.sessions = sessions
         self.broker = parse_broker_url(settings.mqtt_broker_url)
+        self.mqtt_credentials = mqtt_credentials
+        self._failing: dict[str, str] = {}  # source -> the reason last logged
 
     async def sample(self) -> UsageSample:
         start = time.perf_counter()
         database, mqtt = await asyncio.gather(self._database(), self._mqtt())
         return UsageSample(database=database, mqtt_messages_received=mqtt,
-                           mqtt_configured=self.settings.mqtt_username is not None,
-                           seconds=time.perf_counter() - start)
+                           mqtt_configured=self.mqtt_credentials is not None, seconds=time.perf_counter() - start)
+
+    def _outcome(self, source: str, error: str | None) -> None:
+        before = self._failing.get(source)
+        if error is None:
+            if before is not None:
+                log.info("exporter: reading the %s works again", source)
+                del self._failing[source]
+        elif error != before:
+            log.warning("exporter: reading the %s failed: %s", source, error)
+            self._failing[source] = error
 
     async def _database(self) -> DatabaseUsage | None:
         try:
             async with self.sessions() as session:
-                return await asyncio.wait_for(read_usage(session, self.settings.device_offline_after_seconds),
-                                              self.settings.source_timeout_seconds)
+                usage = await asyncio.wait_for(read_usage(session, self.settings.device_offline_after_seconds),
+                                               self.settings.source_timeout_seconds)
         except Exception as exc:  # database away or slow: this scrape goes without it
-            log.warning("exporter: reading the database failed: %s: %s", type(exc).__name__, str(exc)[:200])
+            self._outcome("database", f"{type(exc).__name__}: {str(exc)[:200]}")
             return None
+        self._outcome("database", None)
+        return usage
 
     async def _mqtt(self) -> float | None:
-        username, password = self.settings.mqtt_username, self.settings.mqtt_password
-        if username is None or password is None:
+        if self.mqtt_credentials is None:
             return None
+        username, password = self.mqtt_credentials
         try:
-            return await asyncio.to_thread(read_publish_counter, self.broker, username,
-                                           password.get_secret_value(),
-                                           timeout=self.settings.source_timeout_seconds)
+            value = await asyncio.to_thread(read_publish_counter, self.broker, username, password,
+                                            timeout=self.settings.source_timeout_seconds)
         except BrokerReadError as exc:
-            log.warning("exporter: reading the broker's message count failed: %s", exc)
+            self._outcome("broker's message count", str(exc))
             return None
+        self._outcome("broker's message count", None)
+        return value
 
 
 def threadsafe_sampler(sampler: Sampler, loop: asyncio.AbstractEventLoop, timeout: float) -> Callable[[], UsageSample]:
@@ -139,7 +156,7 @@ async def serve(settings: ExporterSettings, stop: asyncio.Event,
     sessions = make_sessionmaker(engine.execution_options(read_only=True))
     try:
         customer_id = await resolve_customer_id(settings, sessions)
-        sampler = Sampler(settings, sessions)
+        sampler = Sampler(settings, sessions, await credentials(settings, engine))
         # The server thread waits a little longer than the sources may take, so a slow source ends in its own
         # timeout (and the scrape still answers) rather than in this one.
         sample = threadsafe_sampler(sampler, asyncio.get_running_loop(), settings.source_timeout_seconds + 5)

@@ -25,8 +25,10 @@ class ExporterSettings(CloudSettings):
     # Set: /metrics answers only `Authorization: Bearer <token>` (Prometheus: `authorization.credentials`).
     # Unset: open, for a cluster where a NetworkPolicy lets only Prometheus reach the exporter.
     exporter_token: SecretStr | None = Field(default=None, alias="EXPORTER_TOKEN", min_length=16, max_length=512)
-    # MQTT service account that may read $SYS/broker/# (`iotistic exporter create-account` makes one).
-    # Unset: the MQTT messages metric is not exported.
+    # MQTT service account that may read $SYS/broker/# (`iotistic exporter create-account` makes one). Unset: the
+    # exporter keeps an account of its own (iotistic-exporter, password in a 0600 file under IOTISTIC_DATA_DIR),
+    # unless EXPORTER_MQTT_LOCAL_ACCOUNT is false: then no MQTT message count is exported.
+    mqtt_local_account: bool = Field(default=True, alias="EXPORTER_MQTT_LOCAL_ACCOUNT")
     mqtt_username: str | None = Field(default=None, alias="EXPORTER_MQTT_USERNAME", min_length=1, max_length=128)
     mqtt_password: SecretStr | None = Field(default=None, alias="EXPORTER_MQTT_PASSWORD", max_length=256)
 
