@@ -675,7 +675,8 @@ def exporter(ctx: typer.Context) -> None:
     the customer (CUSTOMER_ID, else the licence's customerId).
 
     Database as for `iotistic api` (DATABASE_URL or DB_*). Broker: MQTT_BROKER_URL with EXPORTER_MQTT_USERNAME and
-    EXPORTER_MQTT_PASSWORD (see `create-account`). EXPORTER_TOKEN: require `Authorization: Bearer <token>`.
+    EXPORTER_MQTT_PASSWORD (see `create-account`), else an account of its own (iotistic-exporter, password under
+    the data dir). EXPORTER_TOKEN: require `Authorization: Bearer <token>`.
     """
     if ctx.invoked_subcommand is not None:
         return
