@@ -88,7 +88,9 @@ class BillingSettings(BaseSettings):
                                                    pattern=r"^https?://\S+$")
 
     # Usage: the Prometheus that scrapes every instance's exporter.
-    prometheus_url: str | None = Field(default=None, alias="PROMETHEUS_URL")
+    prometheus_url: str | None = Field(default=None, alias="PROMETHEUS_URL", pattern=r"^https?://\S+$")
+    # How often the service collects every customer's current period into usage_records (with PROMETHEUS_URL).
+    usage_collect_seconds: float = Field(default=3600.0, alias="BILLING_USAGE_COLLECT_SECONDS", ge=10, le=86400)
 
     # Kubernetes and Helm.
     helm_bin: str = Field(default="helm", alias="HELM_BIN")
