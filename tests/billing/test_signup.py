@@ -189,3 +189,15 @@ async def test_health_and_public_key_need_no_login(billing_client: httpx.AsyncCl
     r = await billing_client.get("/api/license/public-key")
     assert r.status_code == 200
     assert r.json()["public_key"].startswith("-----BEGIN PUBLIC KEY-----")
+
+
+@pytest.mark.parametrize("billing_settings_env", [{"BILLING_SIGNUP_MAX_PER_HOUR": 2}])
+async def test_signups_from_one_address_are_limited(billing_api: BillingApi, billing_client: httpx.AsyncClient,
+                                                    billing_sessions: Any) -> None:
+    await billing_api.signup()
+    await billing_api.signup()
+    r = await billing_client.post("/api/customers/signup", json={
+        "email": "third@example.com", "password": BILLING_PASSWORD, "company": "Acme", "plan": "starter"})
+    assert r.status_code == 429
+    assert r.json()["error"] == "too_many_requests" and int(r.headers["Retry-After"]) > 3000
+    assert await _count(billing_sessions, Customer) == 2

@@ -16,7 +16,7 @@ from iotistic.billing.context import BillingContext
 from iotistic.billing.db import billing_sessionmaker
 from iotistic.billing.deploy.spec import Deployer
 from iotistic.billing.errors import ErrorBody, install_error_handlers
-from iotistic.billing.login_guard import LoginGuard
+from iotistic.billing.rate_guard import RateGuard
 from iotistic.billing.routers import auth, customers, health, license, operator, stripe, usage
 from iotistic.billing.settings import BillingSettings
 from iotistic.billing.stripe_gateway import StripeGateway
@@ -53,7 +53,8 @@ def create_app(settings: BillingSettings, *, deployer: Deployer | None = None) -
         jwt_secret=settings.resolved_jwt_secret(),
         operator=OperatorToken(settings.operator_token.get_secret_value() if settings.operator_token else None),
         public_key_pem=settings.public_key_pem,  # ConfigError now, not at the first signup, when no key is set
-        login_guard=LoginGuard(settings.login_max_failures, settings.login_lockout_seconds),
+        login_guard=RateGuard(settings.login_max_failures, settings.login_lockout_seconds),
+        signup_guard=RateGuard(settings.signup_max_per_hour, 3600),
         deployer=deployer,
         stripe=_stripe_gateway(settings),
     )

@@ -44,8 +44,9 @@ class ClaimedJob:
     attempt: int
 
 
-async def _lock_customer(session: AsyncSession, customer_id: str) -> None:
-    """Serialise the customer's queue changes (PostgreSQL; SQLite writers are serial already)."""
+async def lock_customer(session: AsyncSession, customer_id: str) -> None:
+    """Serialise changes to one customer (PostgreSQL; SQLite writers are serial already). Everything that changes
+    a customer's subscription or jobs takes this lock first, so two such transactions never deadlock."""
     found = await session.scalar(select(Customer.id).where(Customer.id == customer_id).with_for_update())
     if found is None:
         raise LookupError(f"customer {customer_id} not found")
@@ -66,7 +67,7 @@ async def enqueue(
             max_attempts = settings_of(session).queue_max_attempts
         except RuntimeError:
             max_attempts = DEFAULT_MAX_ATTEMPTS
-    await _lock_customer(session, customer_id)
+    await lock_customer(session, customer_id)
     now = utcnow()
     await session.execute(
         update(DeploymentJob)
@@ -184,7 +185,7 @@ async def renew_lease(session: AsyncSession, job: ClaimedJob, *, now: dt.datetim
 
 
 async def _owned(session: AsyncSession, job: ClaimedJob) -> DeploymentJob | None:
-    await _lock_customer(session, job.customer_id)
+    await lock_customer(session, job.customer_id)
     row = await session.get(DeploymentJob, job.id, populate_existing=True)
     if row is None or row.status != JobStatus.running or row.attempts != job.attempt:
         return None  # our lease ran out and another worker owns the job now

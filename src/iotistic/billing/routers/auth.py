@@ -27,7 +27,7 @@ async def login(body: LoginIn, ctx: Ctx, session: Session) -> TokenOut:
                        headers={"Retry-After": str(int(wait))})
     customer = await customers.authenticate(session, email, body.password)
     if customer is None:
-        ctx.login_guard.failed(email)
+        ctx.login_guard.record(email)
         raise unauthorized("email or password incorrect")
-    ctx.login_guard.succeeded(email)
+    ctx.login_guard.clear(email)
     return session_token(ctx, customer.id)

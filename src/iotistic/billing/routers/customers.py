@@ -1,9 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from iotistic.billing.deps import Ctx, CurrentCaller, Session, visible_customer
-from iotistic.billing.errors import conflict, not_found
+from iotistic.billing.errors import ApiError, conflict, not_found
 from iotistic.billing.models import Deployment
 from iotistic.billing.routers.auth import session_token
 from iotistic.billing.schemas import CustomerOut, DeploymentOut, LicenseOut, SignupIn, SignupOut
@@ -14,8 +14,14 @@ router = APIRouter(prefix="/api/customers", tags=["customers"])
 
 
 @router.post("/signup", response_model=SignupOut, status_code=201)
-async def signup(body: SignupIn, ctx: Ctx, session: Session) -> SignupOut:
+async def signup(body: SignupIn, request: Request, ctx: Ctx, session: Session) -> SignupOut:
     """Public: a new customer with a 14-day trial, its licence and a queued deployment (all or nothing)."""
+    client = request.client.host if request.client else "unknown"
+    wait = ctx.signup_guard.retry_after(client)
+    if wait is not None:
+        raise ApiError(429, "too_many_requests", f"too many signups from this address; try again in {int(wait)} s",
+                       headers={"Retry-After": str(int(wait))})
+    ctx.signup_guard.record(client)
     try:
         async with session.begin():
             customer = await customers.signup(session, email=str(body.email), password=body.password,

@@ -17,6 +17,8 @@ from iotistic.core.plans import PLANS
 
 
 async def get_for_update(session: AsyncSession, customer_id: str) -> Subscription:
+    """The subscription, locked for this transaction (after the customer's row: the lock order of `queue`)."""
+    await queue.lock_customer(session, customer_id)
     subscription = await session.scalar(
         select(Subscription).where(Subscription.customer_id == customer_id).with_for_update()
         .execution_options(populate_existing=True)
