@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,12 @@ import pytest
 import yaml
 
 from iotistic.billing.deploy.values import SIZING, SUBSCRIPTION_STATUSES, build_values
+from iotistic.broker.files import AclRule, BrokerAccount
+from iotistic.broker.files import render as render_broker_files
+from iotistic.broker.sync import write_files
+from iotistic.broker.testing import MqttProbe, PrivateMosquitto, until
 from iotistic.core.plans import PLANS
+from iotistic.core.security import mosquitto_password_hash
 from iotistic.core.settings import CloudSettings
 from iotistic.exporter.settings import ExporterSettings
 from tests.charts.conftest import CUSTOMER_ID, HOST, MakeSpec, Render
@@ -416,6 +422,29 @@ def test_the_broker_runs_the_production_mosquitto_configuration(rendered: dict[s
         "password_file": "/mosquitto/iotistic/passwd", "acl_file": "/mosquitto/iotistic/acl",
         "persistence_location": "/mosquitto/data/", "pid_file": "/mosquitto/run/mosquitto.pid"}
     assert int(dict(chart)["memory_limit"]) == int(256 * 2**20 * 0.8)
+
+
+async def test_a_real_mosquitto_runs_the_charts_configuration(rendered: dict[str, list[dict[str, Any]]],
+                                                             tmp_path: Path) -> None:
+    """The ConfigMap's mosquitto.conf (memory_limit included) is accepted by Mosquitto 2, which then enforces the
+    files the broker sync writes: the account in them connects, an anonymous client is refused."""
+    conf = tmp_path / "mosquitto.conf"
+    conf.write_text(one(rendered["enterprise"], "ConfigMap", "iotistic-mqtt")["data"]["mosquitto.conf"])
+    broker = PrivateMosquitto(conf)  # only the port and the folders are replaced
+    probes: list[MqttProbe] = []
+    try:
+        password = secrets.token_urlsafe(24)
+        account = BrokerAccount("ingest", mosquitto_password_hash(password), "service",
+                                rules=(AclRule("iot/device/+/#", "read"),))
+        write_files(broker.target, render_broker_files([account]))
+        broker.start()
+        probes = [MqttProbe(broker.port, "ingest", password).start(), MqttProbe(broker.port, None, None).start()]
+        assert await until(lambda: all(p.connack is not None for p in probes))
+        assert [p.accepted for p in probes] == [True, False]
+    finally:
+        for probe in probes:
+            probe.stop()
+        broker.close()
 
 
 def test_an_external_database_replaces_the_bundled_one(make_spec: MakeSpec, platform: Any, tmp_path: Path) -> None:
