@@ -124,6 +124,19 @@ async def test_usage_flows_from_the_instance_to_billing_records(
     assert [(r.id, r.metric, r.value) for r in after] == [(r.id, r.metric, r.value) for r in before]
     assert all(a.recorded_at >= b.recorded_at for a, b in zip(after, before, strict=True))
     assert await _records(billing_sessions, other.customer_id) == []
+
+    # The service's periodic collection does the same at once, then waits for its interval or the stop signal.
+    stop = asyncio.Event()
+    async with usage.PrometheusClient(f"http://127.0.0.1:{prometheus_port}") as client:
+        task = asyncio.create_task(usage.run_forever(billing_sessions, client, stop, interval_seconds=3600))
+        deadline = asyncio.get_running_loop().time() + 10
+        while (await _records(billing_sessions, customer.customer_id))[0].recorded_at <= after[0].recorded_at:
+            assert asyncio.get_running_loop().time() < deadline, "the periodic collection did not run"
+            await asyncio.sleep(0.1)
+        stop.set()
+        await asyncio.wait_for(task, 5)
+    assert [(r.metric, r.value) for r in await _records(billing_sessions, customer.customer_id)] == \
+        [(r.metric, r.value) for r in after]
     r = await billing_api.client.get(f"/api/customers/{other.customer_id}/usage", headers=other.headers)
     assert r.status_code == 200 and r.json()["records"] == []
 
