@@ -18,6 +18,7 @@ from iotistic.billing.deploy.spec import Deployer
 from iotistic.billing.errors import ErrorBody, install_error_handlers
 from iotistic.billing.rate_guard import RateGuard
 from iotistic.billing.routers import auth, customers, health, license, operator, stripe, usage
+from iotistic.billing.services import usage as usage_collection
 from iotistic.billing.settings import BillingSettings
 from iotistic.billing.stripe_gateway import StripeGateway
 from iotistic.billing.tokens import OperatorToken
@@ -65,9 +66,19 @@ def create_app(settings: BillingSettings, *, deployer: Deployer | None = None) -
         task = None
         if deployer is not None:
             task = asyncio.create_task(worker.run_forever(ctx.sessions, deployer, stop), name="deployment-worker")
+        # Usage: every customer's current period from Prometheus, at start and then every interval (idempotent
+        # upserts, so several replicas doing it is harmless).
+        prometheus = usage_collection.PrometheusClient(settings.prometheus_url) if settings.prometheus_url else None
+        usage_task = None if prometheus is None else asyncio.create_task(usage_collection.run_forever(
+            ctx.sessions, prometheus, stop, interval_seconds=settings.usage_collect_seconds), name="usage-collection")
         try:
             yield
         finally:
+            if usage_task is not None and prometheus is not None:
+                usage_task.cancel()  # a collection cut short writes nothing (its upsert is one transaction)
+                with contextlib.suppress(asyncio.CancelledError):
+                    await usage_task
+                await prometheus.aclose()
             if task is not None:
                 stop.set()
                 try:
