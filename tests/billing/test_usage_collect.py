@@ -164,3 +164,21 @@ async def test_collection_and_usage_routes_need_the_right_caller(billing_api: Bi
     r = await billing_api.client.get(f"/api/customers/{customer.customer_id}/usage", params={"limit": 0},
                                      headers=customer.headers)
     assert r.status_code == 422
+
+
+async def test_the_service_collects_usage_from_the_start(billing_api: BillingApi, billing_settings: Any, caplog):
+    """With PROMETHEUS_URL set, a starting service collects every customer's period at once (here Prometheus is
+    away: the customer's collection fails, is logged, and the service runs on)."""
+    import logging
+
+    from iotistic.billing.app import create_app
+
+    customer = await billing_api.signup("starter")
+    caplog.set_level(logging.INFO, logger="iotistic.billing.services.usage")
+    second = create_app(billing_settings)  # a second replica of the service, starting now
+    async with second.router.lifespan_context(second):
+        deadline = asyncio.get_running_loop().time() + 10
+        while not any(f"usage collection for {customer.customer_id} failed" in r.getMessage()
+                      for r in caplog.records):
+            assert asyncio.get_running_loop().time() < deadline, caplog.text
+            await asyncio.sleep(0.05)
