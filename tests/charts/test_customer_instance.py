@@ -269,7 +269,8 @@ def test_no_secret_has_a_default_and_generated_ones_are_random(instance: Render)
 
     assert secret_like(defaults) == []
     first, second = instance("starter"), instance("starter")
-    for key in ("jwt-secret", "metrics-token", "redis-password", "ingest-mqtt-password", "grafana-admin-password"):
+    for key in ("jwt-secret", "metrics-token", "redis-password", "ingest-mqtt-password", "exporter-mqtt-password",
+                "grafana-admin-password"):
         a = secret_text(one(first, "Secret", "iotistic-secrets"), key)
         b = secret_text(one(second, "Secret", "iotistic-secrets"), key)
         assert len(a) == 48 and a != b
@@ -384,6 +385,12 @@ def test_api_ingest_exporter_and_broker_sync_are_wired(rendered: dict[str, list[
     exporter = pod_spec(one(docs, "Deployment", "iotistic-exporter"))["containers"][0]
     assert env_of(exporter)["CUSTOMER_ID"]["value"] == CUSTOMER_ID
     assert exporter["ports"][0]["containerPort"] == 9100
+    # Its own MQTT account ($SYS read) with a password that survives restarts: the file in its data dir.
+    assert env_of(exporter)["IOTISTIC_DATA_DIR"]["value"] == "/var/lib/iotistic-exporter"
+    exporter_volumes = {v["name"]: v for v in pod_spec(one(docs, "Deployment", "iotistic-exporter"))["volumes"]}
+    mount = next(m for m in exporter["volumeMounts"] if m["mountPath"] == "/var/lib/iotistic-exporter")
+    assert exporter_volumes[mount["name"]]["secret"]["items"] == [
+        {"key": "exporter-mqtt-password", "path": "exporter-mqtt-password"}]
     for plan in PLAN_NAMES:
         annotations = one(rendered[plan], "Service", "iotistic-exporter")["metadata"]["annotations"]
         assert annotations == {"prometheus.io/scrape": "true", "prometheus.io/port": "9100",
