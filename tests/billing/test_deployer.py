@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gzip
 import json
 import os
 import stat
@@ -17,13 +18,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from iotistic.billing.deploy.deployer import RELEASE, KubernetesDeployer
-from iotistic.billing.deploy.errors import HelmError, NamespaceError
+from iotistic.billing.deploy.errors import DeployError, HelmError, NamespaceError
 from iotistic.billing.deploy.helm import REDACTED, Helm
 from iotistic.billing.deploy.kube import CUSTOMER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Namespaces, client_factory
 from iotistic.billing.deploy.spec import InstanceSpec
@@ -65,7 +67,7 @@ def kubeconfig(kube: FakeKubeApi, tmp_path: Path) -> Path:
 def make_deployer(helm_bin: str, kubeconfig: Path, public_key: str, *, chart: Path = CHART, **helm: Any
                   ) -> KubernetesDeployer:
     return KubernetesDeployer(
-        helm=Helm(binary=helm_bin, kubeconfig=kubeconfig, timeout_s=60, **helm),
+        helm=Helm(**{"binary": helm_bin, "kubeconfig": kubeconfig, "timeout_s": 60, **helm}),
         namespaces=Namespaces(client_factory(kubeconfig), delete_timeout_s=10),
         chart=chart,
         platform=Platform(license_public_key=public_key),
@@ -159,28 +161,6 @@ async def test_apply_creates_the_labelled_namespace_and_the_release(
     assert [n["metadata"]["name"] for n in kube.list("Namespace")] == [ns]
 
 
-async def test_every_apply_goes_through_server_side_apply_with_strict_validation(
-    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
-) -> None:
-    await deployer.apply(make_spec(keys))
-    installed = len(kube.requests)
-    await deployer.apply(make_spec(keys, "professional"))
-
-    def patches(requests: list[Request]) -> set[tuple[str | None, ...]]:
-        return {
-            (r.content_type, r.query["fieldManager"], r.query["fieldValidation"], r.query["force"])
-            for r in requests
-            if r.method == "PATCH"
-        }
-
-    apply = "application/apply-patch+yaml"
-    # An install has nothing to conflict with; upgrades take over fields someone else changed (--force-conflicts).
-    assert patches(kube.requests[:installed]) == {(apply, "helm", "Strict", "false")}
-    assert patches(kube.requests[installed:]) == {(apply, "helm", "Strict", "true")}
-    namespace_writes = [r for r in kube.requests if r.path == "/api/v1/namespaces" and r.method == "POST"]
-    assert len(namespace_writes) == 1 and namespace_writes[0].user_agent.startswith("OpenAPI-Generator")
-
-
 async def test_reapplying_the_same_spec_changes_no_object(
     deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
 ) -> None:
@@ -214,9 +194,25 @@ async def test_a_new_licence_and_plan_change_the_instance(
     api_before = kube.get("Deployment", f"{RELEASE}-api", ns)
     assert api_before is not None
 
+    installed = len(kube.requests)
     upgraded = make_spec(keys, "enterprise", "active")
     assert upgraded.license_jwt != trial.license_jwt
     await deployer.apply(upgraded)
+
+    # Every object goes through server-side apply, validated strictly by the API server. An install has nothing to
+    # conflict with; an upgrade takes back fields someone else changed (--force-conflicts).
+    def patches(requests: list[Request]) -> set[tuple[str | None, ...]]:
+        return {
+            (r.content_type, r.query["fieldManager"], r.query["fieldValidation"], r.query["force"])
+            for r in requests
+            if r.method == "PATCH"
+        }
+
+    apply = "application/apply-patch+yaml"
+    assert patches(kube.requests[:installed]) == {(apply, "helm", "Strict", "false")}
+    assert patches(kube.requests[installed:]) == {(apply, "helm", "Strict", "true")}
+    namespace_writes = [r for r in kube.requests if r.path == "/api/v1/namespaces" and r.method == "POST"]
+    assert len(namespace_writes) == 1 and namespace_writes[0].user_agent.startswith("OpenAPI-Generator")
 
     licence = kube.get("Secret", f"{RELEASE}-license", ns)
     assert licence is not None and secret_text(licence, "license") == upgraded.license_jwt
@@ -239,21 +235,6 @@ async def test_a_new_licence_and_plan_change_the_instance(
     await deployer.apply(make_spec(keys, "starter", "active"))
     workloads = components(kube, "Deployment", ns) | components(kube, "StatefulSet", ns)
     assert not {"prometheus", "grafana"} & workloads
-
-
-async def test_customers_get_separate_namespaces(
-    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
-) -> None:
-    first, second = make_spec(keys, customer_id="c000000000001"), make_spec(keys, customer_id="c000000000002")
-    await deployer.apply(first)
-    await deployer.apply(second)
-    for spec in (first, second):
-        licence = kube.get("Secret", f"{RELEASE}-license", spec.namespace)
-        assert licence is not None and secret_text(licence, "license") == spec.license_jwt
-        assert deployed_revision(kube, spec.namespace) == 1
-    await deployer.remove(first.customer_id)
-    assert kube.get("Namespace", first.namespace) is None
-    assert deployed_revision(kube, second.namespace) == 1
 
 
 async def test_the_deployer_from_settings_installs_licences_the_instance_can_verify(
@@ -335,8 +316,7 @@ async def test_with_wait_an_apply_returns_once_the_instance_is_ready(
 async def test_with_wait_an_instance_that_never_gets_ready_is_a_timeout_error(
     helm_bin: str, kubeconfig: Path, kube: FakeKubeApi, keys: tuple[str, str]
 ) -> None:
-    deployer = make_deployer(helm_bin, kubeconfig, keys[1], wait=True)
-    object.__setattr__(deployer.helm, "timeout_s", 2.0)  # no kubelet: nothing ever starts
+    deployer = make_deployer(helm_bin, kubeconfig, keys[1], wait=True, timeout_s=2)  # no kubelet: nothing starts
     spec = make_spec(keys)
     with pytest.raises(HelmError) as caught:
         await deployer.apply(spec)
@@ -352,9 +332,13 @@ async def test_with_wait_an_instance_that_never_gets_ready_is_a_timeout_error(
 async def test_remove_uninstalls_and_deletes_the_namespace_and_is_repeatable(
     deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
 ) -> None:
-    spec = make_spec(keys)
+    spec, neighbour = make_spec(keys), make_spec(keys, customer_id="c000000000002")
     await deployer.apply(spec)
+    await deployer.apply(neighbour)
     ns = spec.namespace
+    assert neighbour.namespace != ns
+    latest = await deployer.helm.latest(RELEASE, ns)
+    assert latest is not None and (latest.number, latest.status) == (1, "deployed")
     start = len(kube.requests)
 
     await deployer.remove(CUSTOMER)
@@ -365,10 +349,16 @@ async def test_remove_uninstalls_and_deletes_the_namespace_and_is_repeatable(
     uninstall = [c for c in calls if c[0] == "DELETE" and "/deployments/" in c[1]]
     assert uninstall, "helm uninstall did not delete the workloads"
     assert calls.index(uninstall[0]) < calls.index(("DELETE", f"/api/v1/namespaces/{ns}"))
+    assert await deployer.helm.latest(RELEASE, ns) is None
 
     start = len(kube.requests)
     await deployer.remove(CUSTOMER)  # nothing left: no error, and no write
     assert all(r.method == "GET" for r in kube.requests[start:])
+
+    # The other customer's instance is untouched.
+    licence = kube.get("Secret", f"{RELEASE}-license", neighbour.namespace)
+    assert licence is not None and secret_text(licence, "license") == neighbour.license_jwt
+    assert deployed_revision(kube, neighbour.namespace) == 1
 
 
 async def test_remove_of_a_customer_never_deployed_is_a_no_op(
@@ -399,6 +389,59 @@ async def until_gone(kube: FakeKubeApi, namespace: str, within: float = 5.0) -> 
     while kube.get("Namespace", namespace) is not None:
         assert time.monotonic() < deadline, f"namespace {namespace} still there"
         await asyncio.sleep(0.05)
+
+
+def mark_release(kube: FakeKubeApi, namespace: str, revision: int, status: str, age_s: float) -> None:
+    """Make a stored revision look like what a helm killed mid-operation leaves behind (helm's storage format:
+    the release as gzipped JSON, base64 inside the Secret's base64 data)."""
+    secrets = kube.resource("v1", "secrets")
+    secret = kube.read(secrets, namespace, f"sh.helm.release.v1.{RELEASE}.v{revision}")
+    release = json.loads(gzip.decompress(base64.b64decode(base64.b64decode(secret["data"]["release"]))))
+    when = (datetime.now(UTC) - timedelta(seconds=age_s)).isoformat().replace("+00:00", "Z")
+    release["info"].update(status=status, last_deployed=when)
+    encoded = base64.b64encode(gzip.compress(json.dumps(release).encode()))
+    secret["data"]["release"] = base64.b64encode(encoded).decode()
+    secret["metadata"]["labels"]["status"] = status
+    kube.replace(secrets, namespace, secret["metadata"]["name"], secret)
+
+
+async def test_a_release_left_pending_by_a_dead_helm_is_rolled_back_then_upgraded(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    spec = make_spec(keys)
+    await deployer.apply(spec)
+    await deployer.apply(make_spec(keys, "professional"))
+    mark_release(kube, spec.namespace, 2, "pending-upgrade", age_s=deployer.helm.deadline_s + 60)
+    await deployer.apply(make_spec(keys, "enterprise"))
+    latest = await deployer.helm.latest(RELEASE, spec.namespace)
+    assert latest is not None and (latest.number, latest.status) == (4, "deployed")  # 3: the rollback
+    assert "prometheus" in components(kube, "StatefulSet", spec.namespace) | components(
+        kube, "Deployment", spec.namespace
+    )
+
+
+async def test_a_first_install_left_pending_is_uninstalled_then_installed(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    spec = make_spec(keys)
+    await deployer.apply(spec)
+    mark_release(kube, spec.namespace, 1, "pending-install", age_s=deployer.helm.deadline_s + 60)
+    await deployer.apply(spec)
+    assert deployed_revision(kube, spec.namespace) == 1
+    assert len(release_secrets(kube, spec.namespace)) == 1
+
+
+async def test_a_recently_pending_release_is_left_alone(
+    deployer: KubernetesDeployer, kube: FakeKubeApi, keys: tuple[str, str]
+) -> None:
+    """Another helm may still be working on it (e.g. a worker that lost its lease): retry later, touch nothing."""
+    spec = make_spec(keys)
+    await deployer.apply(spec)
+    mark_release(kube, spec.namespace, 1, "pending-install", age_s=5)
+    with pytest.raises(DeployError, match="another helm may still be at work"):
+        await deployer.apply(spec)
+    labels = [s["metadata"]["labels"] for s in release_secrets(kube, spec.namespace)]
+    assert [(label["version"], label["status"]) for label in labels] == [("1", "pending-install")]
 
 
 # --- refusals and failures -------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """`KubernetesDeployer`: the `Deployer` of the deployment queue for a real cluster.
 
 apply  = the labelled namespace `customer-<id>` (created if missing) + `helm upgrade --install` of
-         charts/customer-instance with `build_values(spec)`;
+         charts/customer-instance with `build_values(spec)` (a release left pending by a dead helm is recovered);
 remove = `helm uninstall` (nothing to do when not installed) + the namespace deleted, waited for until gone.
 
 Both are idempotent, so the queue may retry either after any failure. The customer id is checked
@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from iotistic.billing.deploy.errors import DeployError, HelmError
 from iotistic.billing.deploy.helm import Helm
 from iotistic.billing.deploy.kube import Namespaces, client_factory
 from iotistic.billing.deploy.spec import InstanceSpec, namespace_for
@@ -23,6 +25,7 @@ from iotistic.billing.settings import BillingSettings
 
 # One release per namespace (InstanceSpec.release); remove() has only the customer id.
 RELEASE = "iotistic"
+PENDING = frozenset({"pending-install", "pending-upgrade", "pending-rollback"})
 
 
 @dataclass
@@ -60,7 +63,31 @@ class KubernetesDeployer:
             raise ValueError(f"release {spec.release!r}: this deployer manages only {RELEASE!r}")
         values = self.values(spec)  # ValueError on a spec the chart must never see, before any cluster call
         await asyncio.to_thread(self.namespaces.ensure, spec.customer_id)
-        await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=[spec.license_jwt])
+        try:
+            await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=[spec.license_jwt])
+        except HelmError as exc:
+            if "another operation (install/upgrade/rollback) is in progress" not in exc.stderr:
+                raise
+            await self._unstick(spec.namespace, exc)
+            await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=[spec.license_jwt])
+
+    async def _unstick(self, namespace: str, error: HelmError) -> None:
+        """A helm that died mid-operation (killed at its deadline, or with its worker) leaves the release pending,
+        and helm refuses every later upgrade. Once the pending revision is older than any helm call of ours can
+        run, nobody is at work on it: a first install is uninstalled, an upgrade or rollback rolled back."""
+        latest = await self.helm.latest(RELEASE, namespace)
+        if latest is None or latest.status not in PENDING:
+            raise error
+        age = (datetime.now(UTC) - latest.updated).total_seconds()
+        if age < self.helm.deadline_s:
+            raise DeployError(
+                f"release {RELEASE} in {namespace} is {latest.status} since {age:.0f} s and another helm may still "
+                f"be at work on it; retry after {self.helm.deadline_s:.0f} s"
+            )
+        if latest.status == "pending-install":
+            await self.helm.uninstall(RELEASE, namespace)
+        else:
+            await self.helm.rollback(RELEASE, namespace)
 
     async def remove(self, customer_id: str) -> None:
         namespace = namespace_for(customer_id)  # ValueError for an id that cannot be ours

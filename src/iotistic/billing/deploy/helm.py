@@ -19,6 +19,7 @@ import shutil
 import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,13 @@ def redact(text: str, secrets: Iterable[str] = ()) -> str:
 
 
 @dataclass(frozen=True)
+class Revision:
+    number: int
+    status: str  # deployed, failed, superseded, pending-install, pending-upgrade, pending-rollback, ...
+    updated: datetime
+
+
+@dataclass(frozen=True)
 class HelmResult:
     stdout: str
     stderr: str
@@ -58,6 +66,11 @@ class Helm:
     history_max: int = 5
     # Seconds given to helm beyond its own --timeout to report a timeout itself before it is killed.
     kill_grace_s: float = 15.0
+
+    @property
+    def deadline_s(self) -> float:
+        """No helm call of ours runs longer than this."""
+        return self.timeout_s + self.kill_grace_s
 
     def _cluster_args(self) -> list[str]:
         args: list[str] = []
@@ -82,13 +95,12 @@ class Helm:
         except OSError as exc:
             raise HelmError(action, f"cannot run {self.binary!r} ({exc.strerror or exc})") from None
         try:
-            stdout, stderr = await asyncio.wait_for(process.communicate(), self.timeout_s + self.kill_grace_s)
+            stdout, stderr = await asyncio.wait_for(process.communicate(), self.deadline_s)
         except TimeoutError:
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()
-            deadline = self.timeout_s + self.kill_grace_s
-            raise HelmError(action, f"did not finish within {deadline:.0f} s; killed") from None
+            raise HelmError(action, f"did not finish within {self.deadline_s:.0f} s; killed") from None
         out = stdout.decode(errors="replace")
         err = redact(stderr.decode(errors="replace").strip(), secrets)
         if process.returncode != 0:
@@ -137,16 +149,28 @@ class Helm:
             raise
         return True
 
-    async def status(self, release: str, namespace: str) -> dict[str, Any] | None:
-        """helm's JSON description of the release, None when it is not installed."""
+    async def latest(self, release: str, namespace: str) -> Revision | None:
+        """The newest revision of the release (`helm history --max 1`), None when it is not installed."""
         try:
-            result = await self.run("status", ["status", release, "--namespace", namespace, "--output", "json"])
+            result = await self.run(
+                "history", ["history", release, "--namespace", namespace, "--max", "1", "--output", "json"]
+            )
         except HelmError as exc:
             if exc.returncode is not None and "release: not found" in exc.stderr:
                 return None
             raise
-        status: dict[str, Any] = json.loads(result.stdout)
-        return status
+        try:
+            newest = json.loads(result.stdout)[-1]
+            return Revision(int(newest["revision"]), str(newest["status"]), datetime.fromisoformat(newest["updated"]))
+        except (ValueError, KeyError, IndexError, TypeError):
+            raise HelmError("history", "unreadable output") from None
+
+    async def rollback(self, release: str, namespace: str) -> None:
+        """`helm rollback` to the revision before the newest one."""
+        args = ["rollback", release, "--namespace", namespace, "--timeout", f"{int(self.timeout_s)}s"]
+        if self.wait:
+            args.append("--wait=watcher")
+        await self.run("rollback", args)
 
 
 @contextlib.contextmanager
