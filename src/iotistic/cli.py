@@ -1460,8 +1460,10 @@ def vpn_revoke_client(
     """Revoke the device's certificate: the CRL lists it and its fixed address is released. A running OpenVPN
     server refuses it from the next handshake (no restart needed)."""
     service = _vpn_service()
-    view = _vpn_call(lambda: service.revoke(device, reason))
-    _print_certificate(view)
+    revocation = _vpn_call(lambda: service.revoke(device, reason))
+    _print_certificate(revocation.certificate)
+    if revocation.sessions_ended:
+        out.print(f"  ended its live session ({revocation.sessions_ended}) through the management interface")
 
 
 @vpn_app.command("list")
@@ -1488,32 +1490,21 @@ def vpn_render_server_config(
         "--askpass", help="File OpenVPN reads the server key's passphrase from (e.g. a mounted secret); without "
                           "it OpenVPN asks on its console.")] = None,
     local: Annotated[str | None, typer.Option("--local", help="Listen on this address only.")] = None,
-    management: Annotated[str | None, typer.Option(
-        "--management", help="HOST:PORT for OpenVPN's management interface (loopback only).")] = None,
     user: Annotated[str, typer.Option("--user", help="User OpenVPN drops to after start ('' keeps root).")
                     ] = "nobody",
     group: Annotated[str, typer.Option("--group", help="Group OpenVPN drops to ('' keeps root's).")] = "nogroup",
 ) -> None:
     """Write the OpenVPN server configuration for this PKI: UDP VPN_SERVER_PORT, subnet topology on
-    VPN_SUBNET/VPN_NETMASK, fixed device addresses (client-config-dir), crl-verify, AES-256-GCM, tls-crypt."""
-    import ipaddress
-
+    VPN_SUBNET/VPN_NETMASK, fixed device addresses (client-config-dir), crl-verify, AES-256-GCM, tls-crypt,
+    status to VPN_STATUS_FILE, log to VPN_LOG_FILE, management socket VPN_MANAGEMENT_SOCKET when set."""
     from iotistic.vpn.server_config import ServerOptions, render_server_config
 
     service = _vpn_service()
     settings = service.settings
-    mgmt = None
-    if management:
-        host, _, port = management.rpartition(":")
-        try:
-            if not ipaddress.ip_address(host).is_loopback:
-                fail("--management must be a loopback address: the interface has no authentication", EXIT_USAGE)
-            mgmt = (host, int(port))
-        except ValueError:
-            fail(f"--management {management!r} is not HOST:PORT", EXIT_USAGE)
     options = ServerOptions(plan=service.pki.plan, port=settings.server_port, local=local, askpass=askpass,
-                            status_file=settings.status_file, log_file=settings.log_file, management=mgmt,
-                            user=user or None, group=group or None, redirect_gateway=settings.redirect_gateway)
+                            status_file=settings.status_file, log_file=settings.log_file,
+                            management_socket=settings.management_socket, user=user or None, group=group or None,
+                            redirect_gateway=settings.redirect_gateway)
     text = _vpn_call(lambda: render_server_config(options, service.pki.paths.server_files()))
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)

@@ -136,6 +136,7 @@ class OpenVpnProcess:
 class OpenVpnServer(OpenVpnProcess):
     config_path: Path = field(default=Path())
     status_path: Path = field(default=Path())
+    management_socket: Path = field(default=Path())
     address: str = str(SERVER_UNDERLAY)
     port: int = 1194
 
@@ -218,11 +219,13 @@ class NetLab:
         config_path = self.workdir / f"{name}.conf"
         log_path = self.workdir / f"{name}.log"
         status_path = self.workdir / f"{name}-status.log"
+        management_socket = self.workdir / f"{name}-mgmt.sock"
         read_fd, write_fd = os.pipe()
         try:
             options = ServerOptions(plan=plan, port=port, local=str(SERVER_UNDERLAY),
                                     askpass=Path(f"/dev/fd/{read_fd}"), status_file=status_path,
-                                    status_interval=status_interval, log_file=log_path, keepalive=(2, 10))
+                                    status_interval=status_interval, log_file=log_path, keepalive=(2, 10),
+                                    management_socket=management_socket)
             config_path.write_text(render_server_config(options, pki.paths.server_files()))
             os.write(write_fd, passphrase.encode() + b"\n")
             os.close(write_fd)
@@ -233,7 +236,7 @@ class NetLab:
             if write_fd >= 0:
                 os.close(write_fd)
         server = OpenVpnServer(name=name, namespace=ns, log_path=log_path, process=process, config_path=config_path,
-                               status_path=status_path, port=port)
+                               status_path=status_path, management_socket=management_socket, port=port)
         server.wait_for(CONNECTED)
         return server
 

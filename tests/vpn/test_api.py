@@ -163,6 +163,7 @@ async def test_revoke_renew_and_list(api: httpx.AsyncClient) -> None:
     revoked = await api.post("/api/v1/certificates/dev-1/revoke", json={"reason": "key_compromise"}, headers=AUTH)
     assert revoked.status_code == 200
     assert revoked.json()["status"] == "revoked" and revoked.json()["reason"] == "key_compromise"
+    assert revoked.json()["sessionsEnded"] is None  # no management socket configured
     assert (await api.get("/api/v1/certificates/dev-1/ovpn", headers=AUTH)).status_code == 404
     crl = x509.load_pem_x509_crl((await api.get("/api/v1/crl.pem")).content)
     assert crl.get_revoked_certificate_by_serial_number(int(first["serial"], 16)) is not None
@@ -230,3 +231,14 @@ async def test_missing_pki_is_a_503_not_a_500(tmp_path: Path) -> None:
 def test_the_app_refuses_to_start_without_a_service_token(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="VPN_SERVICE_TOKEN"):
         create_app(_settings(tmp_path, VPN_SERVICE_TOKEN=None))
+
+
+async def test_revoke_succeeds_when_the_management_socket_is_unreachable(tmp_path: Path) -> None:
+    make_pki(tmp_path / "pki")
+    app = create_app(_settings(tmp_path, VPN_MANAGEMENT_SOCKET=str(tmp_path / "no-such.sock")))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as client:
+        await issue(client, "dev-1", "cust1")
+        response = await client.post("/api/v1/certificates/dev-1/revoke", headers=AUTH)
+        assert response.status_code == 200 and response.json()["sessionsEnded"] is None
+        crl = x509.load_pem_x509_crl((await client.get("/api/v1/crl.pem")).content)
+        assert len(list(crl)) == 1  # revoked all the same

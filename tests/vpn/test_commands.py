@@ -82,15 +82,14 @@ def test_bad_input_and_configuration(env: dict[str, str | None], tmp_path: Path)
 def test_render_server_config(env: dict[str, str | None], tmp_path: Path) -> None:
     assert vpn(env, "init-pki")[0] == 0
     out = tmp_path / "server.conf"
-    code, output = vpn({**env, "VPN_SUBNET": "10.9.0.0", "VPN_NETMASK": "255.255.0.0", "VPN_CUSTOMER_BLOCK": "256"},
-                       "render-server-config", "-o", str(out), "--askpass", "/run/secrets/vpn-passphrase",
-                       "--management", "127.0.0.1:7505")
+    code, output = vpn({**env, "VPN_SUBNET": "10.9.0.0", "VPN_NETMASK": "255.255.0.0", "VPN_CUSTOMER_BLOCK": "256",
+                        "VPN_MANAGEMENT_SOCKET": "/run/openvpn/mgmt.sock"},
+                       "render-server-config", "-o", str(out), "--askpass", "/run/secrets/vpn-passphrase")
     assert code == 0, output
     text = out.read_text()
     assert "ifconfig 10.9.0.1 255.255.0.0" in text and 'askpass "/run/secrets/vpn-passphrase"' in text
-    assert f'crl-verify "{tmp_path}/pki/crl.pem"' in text and "management 127.0.0.1 7505" in text
-    code, output = vpn(env, "render-server-config", "-o", str(out), "--management", "0.0.0.0:7505")
-    assert code == 2 and "loopback" in output
+    assert f'crl-verify "{tmp_path}/pki/crl.pem"' in text and 'management "/run/openvpn/mgmt.sock" unix' in text
+    assert f'status "{tmp_path}/status.log" 10' in text and "client-to-client" not in text
 
 
 def _free_port() -> int:

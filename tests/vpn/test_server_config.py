@@ -47,10 +47,11 @@ def test_server_config_has_the_designs_directives() -> None:
 def test_server_config_options() -> None:
     plan = AddressPlan.from_strings("10.9.0.0", "255.255.0.0", 256)
     text = render_server_config(ServerOptions(plan=plan, port=1195, local="192.0.2.10", user=None, group=None,
-                                              redirect_gateway=True, management=("127.0.0.1", 7505)), FILES)
+                                              redirect_gateway=True,
+                                              management_socket=Path("/run/openvpn/mgmt.sock")), FILES)
     lines = directives(text)
     assert "ifconfig 10.9.0.1 255.255.0.0" in lines and "port 1195" in lines and "local 192.0.2.10" in lines
-    assert 'push "redirect-gateway def1"' in lines and "management 127.0.0.1 7505" in lines
+    assert 'push "redirect-gateway def1"' in lines and 'management "/run/openvpn/mgmt.sock" unix' in lines
     assert not any(line.startswith(("user ", "group ")) for line in lines)
     with pytest.raises(ValueError):
         render_server_config(ServerOptions(plan=plan, local="not-an-ip; up /bin/sh"), FILES)
@@ -104,7 +105,7 @@ def test_openvpn_parses_the_rendered_server_config(tmp_path: Path) -> None:
     touches any file, so failing on the first missing file proves the whole text parsed (tests/vpn/test_tunnel.py
     runs the server for real)."""
     config = tmp_path / "server.conf"
-    config.write_text(render_server_config(ServerOptions(plan=PLAN, management=("127.0.0.1", 7505)), FILES))
+    config.write_text(render_server_config(ServerOptions(plan=PLAN, management_socket=tmp_path / "m.sock"), FILES))
     result = subprocess.run(["openvpn", "--config", str(config)], capture_output=True, text=True, timeout=30,
                             check=False)
     output = result.stdout + result.stderr

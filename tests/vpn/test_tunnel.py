@@ -65,6 +65,29 @@ def test_revoked_device_is_refused_by_the_running_server(netlab: NetLab, lab_pki
     assert "device-dev-r-custA" not in server.status_path.read_text()
 
 
+def test_revoking_through_the_service_ends_the_live_session(netlab: NetLab, lab_pki: Pki,
+                                                            server: OpenVpnServer) -> None:
+    service = VpnService(VpnSettings(VPN_PKI_DIR=str(lab_pki.paths.root), VPN_KEY_PASSPHRASE=PASSPHRASE,
+                                     VPN_SERVER_HOST=str(SERVER_UNDERLAY),
+                                     VPN_MANAGEMENT_SOCKET=str(server.management_socket)))
+    ns, _, client = _connect(netlab, lab_pki, "dev-live", "custA")
+    _connect(netlab, lab_pki, "dev-other", "custA")
+    server_addr = str(lab_pki.plan.server_address)
+    netlab.listen(server.namespace, server_addr, PORT)
+    assert netlab.reachable(ns, server_addr, PORT)
+    revocation = service.revoke("dev-live", "key_compromise")
+    assert revocation.sessions_ended == 1
+    # The server drops the session at once (the device notices at its next keepalive timeout, and its
+    # reconnection is refused by the CRL, as test_revoked_device_is_refused_by_the_running_server shows).
+    assert not netlab.can_connect(ns, server_addr, PORT, timeout=1.5)
+    assert client.running()
+    assert wait_until(lambda: "device-dev-live-custA" not in server.status_path.read_text(), 10)
+    assert "device-dev-other-custA" in server.status_path.read_text()  # only that device was cut off
+    assert service.revoke("dev-other", "unspecified").sessions_ended == 1
+    lab_pki.issue("dev-idle", "custA")
+    assert service.revoke("dev-idle", "unspecified").sessions_ended == 0  # not connected: nothing to end
+
+
 def test_a_certificate_without_client_config_is_refused(netlab: NetLab, lab_pki: Pki,
                                                          server: OpenVpnServer) -> None:
     """ccd-exclusive: a certificate the CA signed but whose fixed address is gone does not get in."""

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from iotistic.vpn.names import CUSTOMER_ID_PATTERN, DEVICE_ID_PATTERN
-from iotistic.vpn.service import CertState, CertView, Connected, Issued
+from iotistic.vpn.service import CertState, CertView, Connected, Issued, Revocation
 from iotistic.vpn.status import ConnectedClient
 
 
@@ -47,6 +47,17 @@ class Certificate(Wire):
         return cls(serial=r.serial, device_id=r.device_id, customer_id=r.customer_id, common_name=r.common_name,
                    address=r.address, not_before=r.not_before, not_after=r.not_after, status=view.state,
                    revoked_at=r.revoked_at, reason=r.reason)
+
+
+class RevokedCertificate(Certificate):
+    sessions_ended: int | None = Field(description="live sessions ended through OpenVPN's management interface; "
+                                                   "null when it is not configured or not reachable (the device is "
+                                                   "refused from its next handshake on)")
+
+    @classmethod
+    def of_revocation(cls, revocation: Revocation) -> RevokedCertificate:
+        base = Certificate.of(revocation.certificate).model_dump()
+        return cls(**base, sessions_ended=revocation.sessions_ended)
 
 
 class IssuedCertificate(Wire):

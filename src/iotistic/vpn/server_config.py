@@ -45,7 +45,8 @@ class ServerOptions:
     status_file: Path | None = None
     status_interval: int = 10
     log_file: Path | None = None
-    management: tuple[str, int] | None = None
+    # A unix socket for OpenVPN's management interface (the certificate manager ends revoked sessions through it).
+    management_socket: Path | None = None
     # OpenVPN drops root after start; it then still reads the CRL and client-config-dir (world-readable).
     user: str | None = "nobody"
     group: str | None = "nogroup"
@@ -117,9 +118,8 @@ def render_server_config(options: ServerOptions, files: ServerFiles) -> str:
         lines += [f"status {_quote(options.status_file)} {options.status_interval}", "status-version 2"]
     if options.log_file:
         lines.append(f"log-append {_quote(options.log_file)}")
-    if options.management:
-        host, port = options.management
-        lines.append(f"management {ipaddress.ip_address(host)} {port}")
+    if options.management_socket:
+        lines.append(f"management {_quote(options.management_socket)} unix")
     lines.append(f"verb {options.verb}")
     return "\n".join(lines) + "\n"
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -14,10 +15,13 @@ from cryptography.hazmat.primitives.serialization import Encoding
 
 from iotistic.vpn.addressing import AddressPlan
 from iotistic.vpn.connection_log import LogScanner
+from iotistic.vpn.management import ManagementError, kill_client
 from iotistic.vpn.pki import DeviceBundle, Lifetimes, Pki, utcnow
 from iotistic.vpn.settings import VpnSettings
 from iotistic.vpn.status import ConnectedClient, StatusFormatError, parse_status
 from iotistic.vpn.store import CertRecord, CertStatus
+
+log = logging.getLogger(__name__)
 
 
 class CertState(StrEnum):
@@ -30,6 +34,14 @@ class CertState(StrEnum):
 class CertView:
     record: CertRecord
     state: CertState
+
+
+@dataclass(frozen=True)
+class Revocation:
+    certificate: CertView
+    # Live sessions of the device ended through the management interface; None when VPN_MANAGEMENT_SOCKET is not
+    # set or the server could not be reached (the device is then refused at its next handshake).
+    sessions_ended: int | None
 
 
 @dataclass(frozen=True)
@@ -90,8 +102,15 @@ class VpnService:
         self.settings.require_server_host()
         return self._issued(self.pki.renew(device_id))
 
-    def revoke(self, device_id: str, reason: str) -> CertView:
-        return self.view(self.pki.revoke(device_id, reason))
+    def revoke(self, device_id: str, reason: str) -> Revocation:
+        record = self.pki.revoke(device_id, reason)
+        ended = None
+        if self.settings.management_socket:
+            try:
+                ended = kill_client(self.settings.management_socket, record.common_name)
+            except ManagementError as exc:
+                log.warning("revoked %s, but could not end its session: %s", record.common_name, exc)
+        return Revocation(self.view(record), ended)
 
     def get(self, device_id: str) -> CertView:
         return self.view(self.pki.certificate(device_id))

@@ -33,6 +33,8 @@ class VpnSettings(BaseSettings):
     # The OpenVPN server's own files, read by the certificate manager for connected devices and error counts.
     status_file: Path = Field(default=Path("/var/log/openvpn/status.log"), alias="VPN_STATUS_FILE")
     log_file: Path = Field(default=Path("/var/log/openvpn/openvpn.log"), alias="VPN_LOG_FILE")
+    # OpenVPN's management interface (unix socket): when set, revoking a device also ends its live session.
+    management_socket: Path | None = Field(default=None, alias="VPN_MANAGEMENT_SOCKET")
     # OpenVPN rewrites the status file every 10 s (as rendered); an older file means the server is not running.
     status_max_age: int = Field(default=60, alias="VPN_STATUS_MAX_AGE", ge=1, le=86400)
     # Push a default route through the tunnel to devices (off: devices keep their own internet access).

@@ -9,7 +9,14 @@ from fastapi.responses import Response
 
 from iotistic.vpn.deps import Authenticated, DeviceId, Service
 from iotistic.vpn.names import CUSTOMER_ID_PATTERN
-from iotistic.vpn.schemas import Certificate, CertificateList, IssuedCertificate, IssueRequest, RevokeRequest
+from iotistic.vpn.schemas import (
+    Certificate,
+    CertificateList,
+    IssuedCertificate,
+    IssueRequest,
+    RevokedCertificate,
+    RevokeRequest,
+)
 from iotistic.vpn.service import CertState
 
 router = APIRouter(prefix="/api/v1/certificates", tags=["certificates"], dependencies=[Authenticated])
@@ -52,7 +59,7 @@ def renew(service: Service, device_id: DeviceId) -> IssuedCertificate:
 
 @router.post("/{device_id}/revoke")
 def revoke(service: Service, device_id: DeviceId,
-           body: Annotated[RevokeRequest | None, Body()] = None) -> Certificate:
+           body: Annotated[RevokeRequest | None, Body()] = None) -> RevokedCertificate:
     """Revoke the device's certificate: its client-config-dir entry goes and the CRL lists it; OpenVPN refuses it
-    from the next handshake on."""
-    return Certificate.of(service.revoke(device_id, (body or RevokeRequest()).reason))
+    from the next handshake on, and ends its live session now when VPN_MANAGEMENT_SOCKET is set."""
+    return RevokedCertificate.of_revocation(service.revoke(device_id, (body or RevokeRequest()).reason))
