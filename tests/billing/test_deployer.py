@@ -14,6 +14,7 @@ import gzip
 import json
 import os
 import stat
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -23,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from iotistic.billing.deploy.deployer import RELEASE, KubernetesDeployer
 from iotistic.billing.deploy.errors import DeployError, HelmError, NamespaceError
-from iotistic.billing.deploy.helm import REDACTED, Helm
+from iotistic.billing.deploy.helm import REDACTED, Helm, redact
 from iotistic.billing.deploy.kube import CUSTOMER_LABEL, MANAGED_BY, MANAGED_BY_LABEL, Namespaces, client_factory
 from iotistic.billing.deploy.spec import InstanceSpec
 from iotistic.billing.deploy.values import SIZING, Platform
@@ -561,21 +563,39 @@ async def test_the_values_file_is_private_and_removed(
     log = tmp_path / "seen.json"
     spy = tmp_path / "helm"
     spy.write_text(
-        "#!/usr/bin/env python3\n"
+        f"#!{sys.executable}\n"
         "import json, os, sys\n"
         "args = sys.argv[1:]\n"
         "if '--values' in args:\n"
         "    path = args[args.index('--values') + 1]\n"
-        f"    json.dump({{'args': args, 'path': path, 'file': os.stat(path).st_mode,"
-        f" 'dir': os.stat(os.path.dirname(path)).st_mode}}, open({str(log)!r}, 'w'))\n"
+        "    seen = {'args': args, 'path': path, 'values': open(path).read(), 'file': os.stat(path).st_mode,\n"
+        "            'dir': os.stat(os.path.dirname(path)).st_mode}\n"
+        f"    json.dump(seen, open({str(log)!r}, 'w'))\n"
         f"os.execv({helm_bin!r}, [{helm_bin!r}, *args])\n"
     )
     spy.chmod(0o700)
+    deployer = make_deployer(str(spy), kubeconfig, keys[1])
     spec = make_spec(keys)
-    await make_deployer(str(spy), kubeconfig, keys[1]).apply(spec)
+    await asyncio.to_thread(deployer.namespaces.ensure, CUSTOMER)
+    revision = await deployer.helm.upgrade_install(
+        RELEASE, CHART, spec.namespace, deployer.values(spec), secrets=[spec.license_jwt]
+    )
+    assert (revision.number, revision.status) == (1, "deployed")
+    assert abs((datetime.now(UTC) - revision.updated).total_seconds()) < 60
+
     seen = json.loads(log.read_text())
+    assert yaml.safe_load(seen["values"]) == deployer.values(spec)
     assert stat.S_IMODE(seen["file"]) == 0o600
     assert stat.S_IMODE(seen["dir"]) == 0o700
     assert not exists(seen["path"]) and not exists(os.path.dirname(seen["path"]))
     assert not any(spec.license_jwt in arg for arg in seen["args"])
     assert deployed_revision(kube, spec.namespace) == 1
+
+
+def test_redaction_removes_given_secrets_tokens_and_private_keys() -> None:
+    token = "eyJhbGciOiJSUzI1NiJ9.eyJjdXN0b21lcklkIjoiYyJ9.c2lnbmF0dXJl"
+    pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQ\n-----END PRIVATE KEY-----"
+    text = f"bad token {token}; key {pem}; password hunter22 and a public id c0a1b2c3d4e5f"
+    assert redact(text, ["hunter22"]) == (
+        f"bad token {REDACTED}; key {REDACTED}; password {REDACTED} and a public id c0a1b2c3d4e5f"
+    )

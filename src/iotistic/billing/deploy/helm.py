@@ -72,6 +72,10 @@ class Helm:
         """No helm call of ours runs longer than this."""
         return self.timeout_s + self.kill_grace_s
 
+    @property
+    def _timeout(self) -> str:
+        return f"{max(1, round(self.timeout_s))}s"
+
     def _cluster_args(self) -> list[str]:
         args: list[str] = []
         if self.kubeconfig is not None:
@@ -110,12 +114,12 @@ class Helm:
 
     async def upgrade_install(
         self, release: str, chart: Path, namespace: str, values: Mapping[str, Any], *, secrets: Iterable[str] = ()
-    ) -> dict[str, Any]:
+    ) -> Revision:
         """`helm upgrade --install` with exactly these values (none kept from the previous revision).
 
-        Returns helm's JSON description of the release (`info.status`, `version` = the revision). Every call is
-        a new revision, also when nothing changed: the objects are re-applied (which repairs hand deletions)
-        and those that did not change keep their resourceVersion."""
+        Every call is a new revision, also when nothing changed: the objects are re-applied (which repairs hand
+        deletions) and those that did not change keep their resourceVersion. Only the revision is returned: helm's
+        full output holds the values and the manifest, so the licence, and is dropped here."""
         with _values_file(values) as path:
             args = [
                 "upgrade", "--install", release, str(chart),
@@ -124,23 +128,25 @@ class Helm:
                 "--reset-values",
                 "--server-side=true", "--force-conflicts",
                 "--history-max", str(self.history_max),
-                "--timeout", f"{int(self.timeout_s)}s",
+                "--timeout", self._timeout,
                 "--output", "json",
             ]
             if self.wait:
                 args.append("--wait=watcher")
             result = await self.run("upgrade --install", args, secrets=secrets)
         try:
-            release_info: dict[str, Any] = json.loads(result.stdout)
-        except ValueError:
-            raise HelmError("upgrade --install", "unreadable output (not JSON)") from None
-        return release_info
+            described = json.loads(result.stdout)
+            info = described["info"]
+            updated = datetime.fromisoformat(info["last_deployed"])
+            return Revision(int(described["version"]), str(info["status"]), updated)
+        except (ValueError, KeyError, TypeError):
+            raise HelmError("upgrade --install", "unreadable output") from None
 
     async def uninstall(self, release: str, namespace: str) -> bool:
         """`helm uninstall`; False when there was no such release (already removed)."""
-        args = ["uninstall", release, "--namespace", namespace, "--timeout", f"{int(self.timeout_s)}s"]
+        args = ["uninstall", release, "--namespace", namespace, "--timeout", self._timeout]
         if self.wait:
-            args.append("--wait")
+            args.append("--wait=watcher")
         try:
             await self.run("uninstall", args)
         except HelmError as exc:
@@ -167,7 +173,7 @@ class Helm:
 
     async def rollback(self, release: str, namespace: str) -> None:
         """`helm rollback` to the revision before the newest one."""
-        args = ["rollback", release, "--namespace", namespace, "--timeout", f"{int(self.timeout_s)}s"]
+        args = ["rollback", release, "--namespace", namespace, "--timeout", self._timeout]
         if self.wait:
             args.append("--wait=watcher")
         await self.run("rollback", args)
