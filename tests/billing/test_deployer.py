@@ -377,6 +377,7 @@ async def test_apply_while_the_namespace_terminates_fails_then_succeeds(
     is gone, then installs afresh."""
     spec = make_spec(keys)
     await deployer.apply(spec)
+    kube.namespace_termination_s = 2.0  # long enough for the apply below to find it terminating, even under load
     kube.delete(kube.resource("v1", "namespaces"), "", spec.namespace)  # a removal still running
     with pytest.raises(NamespaceError, match="being deleted"):
         await deployer.apply(spec)

@@ -28,7 +28,7 @@ Core = Any
 
 @pytest.fixture
 def kube() -> Iterator[FakeKubeApi]:
-    with FakeKubeApi(namespace_termination_s=0.2) as api:
+    with FakeKubeApi(namespace_termination_s=1.0) as api:  # observably terminating first, even under load
         yield api
 
 
