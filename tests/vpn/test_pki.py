@@ -86,7 +86,9 @@ def test_revocation_publishes_a_crl_that_openssl_reads_and_enforces(pki: Pki, tm
     assert refused.returncode != 0 and "certificate revoked" in refused.stdout + refused.stderr
     accepted = openssl("verify", "-crl_check", "-CAfile", ca, "-CRLfile", crl, _write(tmp_path, "k.crt", kept.cert_pem))
     assert accepted.returncode == 0, accepted.stdout + accepted.stderr
-    # The device's fixed-address entry is gone, so OpenVPN's ccd-exclusive refuses it too.
+    # Its key is deleted, and the fixed-address entry is gone, so OpenVPN's ccd-exclusive refuses it too.
+    assert not (pki.paths.device_keys / f"{gone.record.serial}.key").exists()
+    assert (pki.paths.device_keys / f"{kept.record.serial}.key").exists()
     assert not (pki.paths.ccd / gone.record.common_name).exists()
     assert (pki.paths.ccd / kept.record.common_name).exists()
 
@@ -144,6 +146,7 @@ def test_renewal_keeps_the_address_and_supersedes_the_old_certificate(pki: Pki) 
     new = pki.renew("dev-1")
     assert new.record.address == old.record.address and new.record.serial != old.record.serial
     assert new.cert_pem != old.cert_pem and new.key_pem != old.key_pem
+    assert sorted(p.name for p in pki.paths.device_keys.iterdir()) == [f"{new.record.serial}.key"]
     records = {r.serial: r for r in pki.index().certificates}
     assert records[old.record.serial].status == "revoked" and records[old.record.serial].reason == "superseded"
     revoked = pki.crl().get_revoked_certificate_by_serial_number(int(old.record.serial, 16))

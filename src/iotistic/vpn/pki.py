@@ -8,7 +8,8 @@ but cannot list the directory):
     ccd/<common name>                  client-config-dir entries (fixed addresses), 0644
     issued/<serial>.crt                every certificate issued, 0644
     private/                           0700: ca.key, server.key, devices/<serial>.key (encrypted PKCS#8 with
-                                       VPN_KEY_PASSPHRASE), tls-crypt.key (OpenVPN reads it as is), all 0600
+                                       VPN_KEY_PASSPHRASE; deleted when the certificate is revoked or renewed),
+                                       tls-crypt.key (OpenVPN reads it as is), all 0600
     index.json                         certificates, customer blocks, CRL number (0600)
 
 Revocation first records the certificate as revoked in the index, then deletes its client-config-dir entry (so
@@ -270,6 +271,7 @@ class Pki:
                                        ipaddress.IPv4Address(current.address))
             index.crl_number += 1
             write_index(self.paths.index, index)
+            self._drop_key(current.serial)
             self._publish_crl(index, self._issuer(), now)
             return bundle
 
@@ -288,6 +290,7 @@ class Pki:
             index.crl_number += 1
             write_index(self.paths.index, index)
             (self.paths.ccd / record.common_name).unlink(missing_ok=True)
+            self._drop_key(record.serial)
             self._publish_crl(index, self._issuer(), now)
             return record
 
@@ -312,6 +315,10 @@ class Pki:
             return certs.decrypt_key(path.read_bytes(), self._passphrase)
         except ValueError:
             raise WrongPassphrase(f"cannot decrypt {path.name}: wrong VPN_KEY_PASSPHRASE?") from None
+
+    def _drop_key(self, serial: str) -> None:
+        """A revoked certificate's key is never handed out again: keep no copy of it."""
+        (self.paths.device_keys / f"{serial}.key").unlink(missing_ok=True)
 
     def _issuer(self) -> certs.Issuer:
         ca = x509.load_pem_x509_certificate(self.paths.ca_cert.read_bytes())
