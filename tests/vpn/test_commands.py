@@ -55,12 +55,15 @@ def test_init_generate_revoke(env: dict[str, str | None], tmp_path: Path) -> Non
 
     code, output = vpn(env, "generate-client", "dev-1", "acme", "--output", str(ovpn))
     assert code == 1 and "already has a valid certificate" in output
+    code, output = vpn(env, "renew-client", "dev-1", "--output", str(ovpn))
+    assert code == 0 and "10.8.0.17" in output and ovpn.read_text() != text
+    assert stat.S_IMODE(ovpn.stat().st_mode) == 0o600
     code, output = vpn(env, "revoke-client", "dev-1", "--reason", "key_compromise")
     assert code == 0 and "revoked" in output and "key_compromise" in output
     crl = openssl("crl", "-in", str(pki / "crl.pem"), "-noout", "-text").stdout
     assert "Key Compromise" in crl
     code, output = vpn(env, "list")
-    assert code == 0 and "dev-1" in output and "revoked" in output
+    assert code == 0 and output.count("dev-1") == 2 and output.count("revoked") == 2  # renewed, then revoked
 
 
 def test_bad_input_and_configuration(env: dict[str, str | None], tmp_path: Path) -> None:

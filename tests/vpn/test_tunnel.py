@@ -3,6 +3,8 @@ server config from render_server_config, each device's .ovpn from the PKI."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -166,11 +168,30 @@ def test_connected_devices_and_metrics_from_the_real_server(netlab: NetLab, lab_
     assert service.connection_errors()["tls"] == 0  # the handshake failure is the same attempt
 
 
-def test_lab_cleans_up_namespaces_and_processes(lab_pki: Pki, netlab: NetLab) -> None:
+def _netns_names() -> set[str]:
+    listing = subprocess.run(["ip", "-j", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return {entry["name"] for entry in json.loads(listing or "[]")}
+
+
+def test_lab_cleans_up_namespaces_and_processes() -> None:
     other = NetLab()
     ns = other.device_namespace()
+    server_ns = other.server_namespace()
     process = other.listen(ns, "10.213.0.2", PORT)
+    assert {ns, server_ns} <= _netns_names()
     other.close()
     assert process.poll() is not None
-    assert ns not in netlab.exec(netlab.server_namespace(), "ip", "netns", "list").stdout
+    assert not {ns, server_ns} & _netns_names()
     assert not Path(other.workdir).exists()
+
+
+def test_namespaces_of_a_killed_run_are_removed_by_the_next_lab() -> None:
+    gone = subprocess.Popen(["true"])
+    gone.wait()  # its pid names a process that no longer exists
+    stale = f"ivpn{gone.pid}x0"
+    subprocess.run(["ip", "netns", "add", stale], check=True)
+    try:
+        NetLab().close()
+        assert stale not in _netns_names()
+    finally:
+        subprocess.run(["ip", "netns", "del", stale], capture_output=True, check=False)
