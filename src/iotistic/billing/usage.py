@@ -2,10 +2,11 @@
 the instances' exporters export, and the records (with over-limit flags against the plan catalogue) the values
 become.
 
-Values are never estimated: gauges are the highest value scraped in the period, and the message count is the
-difference between scraped counter values (`max - min` of a series while the broker did not restart, Prometheus'
-reset-aware `increase` for a series that did). A period therefore never counts more than was scraped; at worst
-it misses the messages of one scrape interval at its edges.
+Gauges are the highest value scraped in the period. The message count is the difference between scraped values
+of the broker's counter (`max - min` of a series): exact up to the messages of one scrape interval at the period's
+edges, which it leaves out rather than guesses. Only a series in which the broker restarted (the counter went
+down) is measured with Prometheus' reset-aware `increase()`, which extrapolates to the window's edges: it may add
+up to about one scrape interval's worth of messages, negligible over a month but visible over a minute.
 """
 
 from __future__ import annotations
