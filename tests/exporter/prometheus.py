@@ -97,7 +97,7 @@ class PrivatePrometheus:
             return ""
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], within: float = 15.0) -> Any:
+async def eventually(check: Callable[[], Awaitable[Any]], within: float = 30.0) -> Any:
     """Poll an async check until it returns something other than False or None (Prometheus scrapes once a second,
     and its first scrape of a new target comes after about 5 s: target updates are batched that long)."""
     deadline = time.monotonic() + within
