@@ -256,6 +256,42 @@ async def test_the_deployer_from_settings_installs_licences_the_instance_can_ver
     assert deployer.values(spec)["license"]["publicKey"] == settings.public_key_pem
 
 
+INSTANCE_ENV = {
+    "BILLING_INSTANCE_IMAGE": "registry.example/iot/iotistic", "BILLING_INSTANCE_IMAGE_TAG": "1.4.2",
+    "BILLING_INGRESS_CLASS": "traefik", "BILLING_TLS_CLUSTER_ISSUER": "letsencrypt",
+    "BILLING_STORAGE_CLASS": "fast-ssd", "BILLING_INGRESS_NAMESPACE": "traefik",
+    "BILLING_MONITORING_NAMESPACE": "observability", "BILLING_SERVICE_MONITOR_LABELS": '{"team": "platform"}',
+}
+
+
+def test_what_instances_share_comes_from_the_billing_settings(keys: tuple[str, str],
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    defaults = KubernetesDeployer.from_settings(load_billing_settings(private_key=keys[0])).values(make_spec(keys))
+    assert defaults["image"]["repository"] == "ghcr.io/iotistic/iotistic" and defaults["storageClass"] == ""
+    for name, value in INSTANCE_ENV.items():  # as the billing chart passes them: environment variables
+        monkeypatch.setenv(name, value)
+    values = KubernetesDeployer.from_settings(load_billing_settings(private_key=keys[0])).values(make_spec(keys))
+    assert values["image"] == {"repository": "registry.example/iot/iotistic", "tag": "1.4.2"}
+    assert (values["ingress"]["className"], values["ingress"]["tls"]["clusterIssuer"]) == ("traefik", "letsencrypt")
+    assert values["storageClass"] == "fast-ssd"
+    assert values["networkPolicy"] == {"ingressNamespace": "traefik", "monitoringNamespace": "observability"}
+    assert values["monitoring"]["serviceMonitor"]["labels"] == {"team": "platform"}
+
+
+@pytest.mark.parametrize("env", [{"BILLING_INGRESS_CLASS": "Not A Class"}, {"BILLING_STORAGE_CLASS": "a;b"},
+                                 {"BILLING_INSTANCE_IMAGE": "UPPER/case"}, {"BILLING_INSTANCE_IMAGE_TAG": "a b"},
+                                 {"BILLING_SERVICE_MONITOR_LABELS": "not json"}])
+def test_a_bad_instance_setting_is_one_readable_error(keys: tuple[str, str], env: dict[str, str],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from iotistic.core.settings import ConfigError
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_billing_settings(private_key=keys[0])
+    assert next(iter(env)) in str(caught.value)
+
+
 # --- waiting for readiness -------------------------------------------------------------------------------------
 
 

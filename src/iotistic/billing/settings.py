@@ -12,7 +12,7 @@ from functools import cached_property
 from pathlib import Path
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from iotistic.core.plans import PLANS
 from iotistic.core.settings import ConfigError, LogLevel, describe_validation_error
@@ -30,6 +30,9 @@ def normalise_database_url(value: str) -> str:
         raise ValueError("must be a postgresql:// or sqlite:// URL")
     return value
 
+
+# A Kubernetes object name that is a DNS label (ingress classes, issuers, storage classes, namespaces).
+_DNS_NAME = r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$"
 
 class BillingSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
@@ -101,6 +104,20 @@ class BillingSettings(BaseSettings):
     # ready, so a deployment is `deployed` only once the instance runs, and a stuck one fails and is retried.
     helm_timeout_seconds: float = Field(default=300.0, alias="BILLING_HELM_TIMEOUT_SECONDS", ge=5, le=3600)
     helm_wait: bool = Field(default=False, alias="BILLING_HELM_WAIT")
+
+    # What every customer instance of this installation shares (deploy.values.Platform; defaults = the chart's).
+    instance_image: str = Field(default="ghcr.io/iotistic/iotistic", alias="BILLING_INSTANCE_IMAGE",
+                                pattern=r"^[a-z0-9][a-z0-9._/:-]*$", max_length=255)
+    instance_image_tag: str = Field(default="", alias="BILLING_INSTANCE_IMAGE_TAG",
+                                    pattern=r"^([A-Za-z0-9_][A-Za-z0-9._-]{0,127})?$")
+    ingress_class: str = Field(default="nginx", alias="BILLING_INGRESS_CLASS", pattern=_DNS_NAME)
+    tls_cluster_issuer: str = Field(default="", alias="BILLING_TLS_CLUSTER_ISSUER", pattern=f"^$|{_DNS_NAME}")
+    storage_class: str = Field(default="", alias="BILLING_STORAGE_CLASS", pattern=f"^$|{_DNS_NAME}")
+    ingress_namespace: str = Field(default="ingress-nginx", alias="BILLING_INGRESS_NAMESPACE", pattern=_DNS_NAME)
+    monitoring_namespace: str = Field(default="monitoring", alias="BILLING_MONITORING_NAMESPACE", pattern=_DNS_NAME)
+    # JSON object: the labels the shared Prometheus selects ServiceMonitors by.
+    service_monitor_labels: dict[str, str] = Field(default_factory=lambda: {"release": "prometheus"},
+                                                   alias="BILLING_SERVICE_MONITOR_LABELS")
 
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 
@@ -210,6 +227,9 @@ def load_billing_settings(*, require_key: bool = False, **overrides: object) -> 
         settings = BillingSettings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(exc)) from None
+    except SettingsError as exc:  # a JSON-valued variable that is not JSON: name the variable, not the field
+        names = [f.alias for name, f in BillingSettings.model_fields.items() if f'"{name}"' in str(exc) and f.alias]
+        raise ConfigError(f"invalid configuration: {', '.join(names) or exc}: not valid JSON") from None
     if require_key:
         settings.private_key_pem()
     else:

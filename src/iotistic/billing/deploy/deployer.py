@@ -38,9 +38,22 @@ class KubernetesDeployer:
     @classmethod
     def from_settings(cls, settings: BillingSettings, platform: Platform | None = None) -> KubernetesDeployer:
         """HELM_BIN, KUBECONFIG / BILLING_KUBE_CONTEXT (else the in-cluster service account), BILLING_CHART_PATH,
-        BILLING_HELM_TIMEOUT_SECONDS, BILLING_HELM_WAIT; the instances verify licences with the billing public key."""
+        BILLING_HELM_TIMEOUT_SECONDS, BILLING_HELM_WAIT; what instances share from BILLING_INSTANCE_IMAGE(_TAG),
+        BILLING_INGRESS_CLASS, BILLING_TLS_CLUSTER_ISSUER, BILLING_STORAGE_CLASS, BILLING_INGRESS_NAMESPACE,
+        BILLING_MONITORING_NAMESPACE, BILLING_SERVICE_MONITOR_LABELS; instances verify licences with the billing
+        public key."""
         if platform is None:
-            platform = Platform(license_public_key=settings.public_key_pem)
+            platform = Platform(
+                license_public_key=settings.public_key_pem,
+                image_repository=settings.instance_image,
+                image_tag=settings.instance_image_tag,
+                ingress_class=settings.ingress_class,
+                tls_cluster_issuer=settings.tls_cluster_issuer,
+                storage_class=settings.storage_class,
+                ingress_namespace=settings.ingress_namespace,
+                monitoring_namespace=settings.monitoring_namespace,
+                service_monitor_labels=dict(settings.service_monitor_labels),
+            )
         return cls(
             helm=Helm(
                 binary=settings.helm_bin,
