@@ -77,6 +77,15 @@ class CloudSettings(BaseSettings):
     ingest_batch_size: int = Field(default=5000, alias="INGEST_BATCH_SIZE", ge=1, le=100_000)
     ingest_flush_ms: int = Field(default=200, alias="INGEST_FLUSH_MS", ge=1, le=60_000)
 
+    # VPN: registration hands each device its OpenVPN configuration, issued by the certificate manager
+    # (`iotistic vpn serve`), which the API reaches over HTTP with the manager's service token. Devices get it only
+    # when the licence includes the `vpn` feature too.
+    vpn_enabled: bool = Field(default=False, alias="VPN_ENABLED")
+    vpn_cert_manager_url: str | None = Field(default=None, alias="VPN_CERT_MANAGER_URL")
+    vpn_service_token: str | None = Field(default=None, alias="VPN_SERVICE_TOKEN", min_length=24, repr=False)
+    # A registration waits at most this long for the certificate manager before answering `vpn: pending`.
+    vpn_cert_manager_timeout: float = Field(default=10.0, alias="VPN_CERT_MANAGER_TIMEOUT_SECONDS", gt=0, le=120)
+
     # A device counts as online while its last contact is younger than this.
     device_offline_after_seconds: int = Field(default=180, alias="DEVICE_OFFLINE_AFTER_SECONDS", ge=5)
     # Bearer token that Prometheus may use for /metrics (users with the admin role may always read it).
@@ -99,10 +108,34 @@ class CloudSettings(BaseSettings):
             raise ValueError("must be a postgresql:// or sqlite:// URL")
         return value
 
+    @field_validator("vpn_cert_manager_url", "vpn_service_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("vpn_cert_manager_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(value.strip())
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL, e.g. http://vpn-cert-manager:8080")
+        return value.strip().rstrip("/")
+
     @model_validator(mode="after")
     def _one_database(self) -> CloudSettings:
         if self.database_url and self.db_host:
             raise ValueError("set DATABASE_URL or DB_HOST, not both")
+        return self
+
+    @model_validator(mode="after")
+    def _vpn_complete(self) -> CloudSettings:
+        if self.vpn_enabled and not (self.vpn_cert_manager_url and self.vpn_service_token):
+            raise ValueError("VPN_ENABLED needs VPN_CERT_MANAGER_URL and VPN_SERVICE_TOKEN (the certificate manager "
+                             "that issues the devices' configurations)")
         return self
 
     @cached_property
