@@ -30,6 +30,7 @@ from iotistic.cloud.routers import (
     twin,
     twin_imports,
     users,
+    vpn,
 )
 from iotistic.cloud.services.device_cache import DeviceAuthCache, DeviceChangeListener, install_invalidation
 from iotistic.cloud.services.license import LicenseService
@@ -42,7 +43,7 @@ from iotistic.ingest.metrics import IngestCollector
 from iotistic.ingest.runner import run_ingest
 
 ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry, live,
-           twin, twin_imports)
+           twin, twin_imports, vpn)
 
 
 def create_app(settings: CloudSettings) -> FastAPI:

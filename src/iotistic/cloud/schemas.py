@@ -114,7 +114,19 @@ class MqttCredentials(Wire):
 
 
 class VpnInfo(Wire):
+    """The device's VPN at registration (and from `GET /api/v1/device/{uuid}/vpn`). `status`: `disabled` (VPN is
+    off in this cloud), `not_licensed` (the plan has no VPN), `issued` (`config` holds the complete .ovpn),
+    `pending` (the certificate manager could not be reached: the device asks `retry` again later), `refused` (the
+    certificate manager refused this device, e.g. its uuid is too long for a certificate name; `message` says
+    why)."""
+
     enabled: bool = False
+    status: Literal["disabled", "not_licensed", "issued", "pending", "refused"] = "disabled"
+    message: str | None = None
+    config: str | None = Field(default=None, description="the device's .ovpn; it holds the device's private key")
+    address: str | None = Field(default=None, description="the device's fixed VPN address")
+    common_name: str | None = None
+    retry: str | None = Field(default=None, description="where the device asks again while `pending`")
 
 
 class DeviceRegistered(Wire):

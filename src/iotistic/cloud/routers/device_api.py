@@ -25,9 +25,9 @@ from iotistic.cloud.schemas import (
     MqttCredentials,
     RotateKeyRequest,
     RotateKeyResponse,
-    VpnInfo,
 )
 from iotistic.cloud.services import audit, devices, provisioning, reports
+from iotistic.cloud.services import vpn as vpn_service
 from iotistic.cloud.services.device_cache import CachedDevice
 from iotistic.core.schemas.reports import DeviceReport
 from iotistic.core.security import hash_token
@@ -55,12 +55,14 @@ async def register(body: DeviceRegister, request: Request, response: Response, c
     if not reg.created:
         response.status_code = 200
     d = reg.device
+    # After the commit: the device is registered whatever the certificate manager says (services/vpn.py).
+    vpn = await vpn_service.device_vpn(ctx.settings, await ctx.licenses.current(session), d.uuid)
     return DeviceRegistered(
         id=d.id, uuid=d.uuid, device_name=d.name, device_type=d.device_type, status=DeviceStatus(d.status),
         fleet=FleetRef.model_validate(d.fleet) if d.fleet else None,
         mqtt=MqttCredentials(username=reg.mqtt_username, password=reg.mqtt_password,
                              broker=ctx.settings.mqtt_broker_url),
-        vpn=VpnInfo(enabled=False), created_at=d.created_at,
+        vpn=vpn, created_at=d.created_at,
     )
 
 

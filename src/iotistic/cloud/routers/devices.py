@@ -23,7 +23,7 @@ from iotistic.cloud.schemas import (
     MetricOut,
     TargetOut,
 )
-from iotistic.cloud.services import audit, devices, provisioning, reports, targets
+from iotistic.cloud.services import audit, devices, provisioning, reports, targets, vpn
 from iotistic.core.schemas.target_state import TargetState
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -106,13 +106,15 @@ async def update_device(uuid: str, body: DeviceUpdate, principal: Operator, ctx:
 
 
 @router.delete("/{uuid}", status_code=204)
-async def delete_device(uuid: str, principal: Admin, session: Session) -> None:
-    """Removes the device and every credential it had (API key, MQTT account and ACLs)."""
+async def delete_device(uuid: str, principal: Admin, ctx: Ctx, session: Session) -> None:
+    """Removes the device and every credential it had (API key, MQTT account and ACLs; its VPN certificate is
+    revoked when VPN is on)."""
     device = await devices.get_device(session, uuid)
     await devices.delete(session, device)
     audit.record(session, actor=principal.name, action="device.deleted", target_type="device", target_id=uuid,
                  ip=principal.ip)
     await session.commit()
+    await vpn.revoke_deleted(ctx.settings, await ctx.licenses.current(session), uuid)
 
 
 TagMap = dict[
