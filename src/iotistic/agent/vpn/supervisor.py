@@ -151,7 +151,7 @@ class VpnSupervisor:
             retry_in = self.settings.vpn_backoff_max if slow else backoff_delay(
                 self._fetch_failures, self.settings.vpn_backoff_base, self.settings.vpn_backoff_max, self._rng)
             self.tracker.no_config(f"waiting for the VPN configuration from the cloud: {exc}", _now())
-            log.warning("VPN configuration not available yet (%s); asking again in %.0f s", exc, retry_in)
+            log.warning("VPN configuration not available yet (%s); asking again in %.1f s", exc, retry_in)
             return None, retry_in
         self._fetch_failures = 0
         log.info("VPN configuration from the cloud stored in %s", path)
