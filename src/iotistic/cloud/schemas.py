@@ -10,6 +10,7 @@ from pydantic.alias_generators import to_camel
 from pydantic_core import PydanticCustomError
 
 from iotistic.cloud.models import DeviceStatus, MqttAccountKind, Role
+from iotistic.cloud.services.rollout import RolloutState
 from iotistic.core.acl import Access, validate_rule_topic
 from iotistic.core.schemas.target_state import TargetState
 
@@ -257,6 +258,30 @@ class ReleaseDeployed(Wire):
     release_id: int
     devices: list[str]
     count: int
+
+
+class RolloutDeviceOut(Wire):
+    uuid: str
+    name: str
+    online: bool
+    target_version: int = Field(description="the version of the target deployed to the device")
+    target_release_id: int | None = Field(description="the release that version came from (null: none)")
+    applied_version: int | None = Field(description="the version the device reports running")
+    status: str | None = Field(description="the device's reported status: idle, applying, applied, error")
+    reported_at: dt.datetime | None
+    state: RolloutState
+
+
+class RolloutOut(Wire):
+    """`summary` counts every selected device per state; `items` is the page (problems first), `total` what
+    matched the `state` filter."""
+
+    release_id: int
+    summary: dict[RolloutState, int]
+    items: list[RolloutDeviceOut]
+    total: int
+    limit: int
+    offset: int
 
 
 # Reports ------------------------------------------------------------------------------------------------------

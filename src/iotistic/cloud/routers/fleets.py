@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from iotistic.cloud.deps import Admin, Operator, RowId, Session, Viewer
+from iotistic.cloud.deps import Admin, Ctx, Operator, RowId, Session, Viewer
 from iotistic.cloud.models import Fleet
 from iotistic.cloud.routers.devices import parse_tag
 from iotistic.cloud.schemas import (
@@ -15,8 +15,11 @@ from iotistic.cloud.schemas import (
     ReleaseDeploy,
     ReleaseDeployed,
     ReleaseOut,
+    RolloutDeviceOut,
+    RolloutOut,
 )
-from iotistic.cloud.services import audit, fleets, targets
+from iotistic.cloud.services import audit, fleets, rollout, targets
+from iotistic.cloud.services.rollout import RolloutState
 
 router = APIRouter(tags=["fleets and releases"])
 
@@ -105,3 +108,28 @@ async def deploy_release(release_id: RowId, body: ReleaseDeploy, principal: Oper
                  ip=principal.ip)
     await session.commit()
     return ReleaseDeployed(release_id=release.id, devices=uuids, count=len(uuids))
+
+
+@router.get("/api/v1/releases/{release_id}/rollout", response_model=RolloutOut)
+async def release_rollout(
+    release_id: RowId, _: Viewer, ctx: Ctx, session: Session,
+    fleet: Annotated[str | None, Query(max_length=64, description="fleet id or name")] = None,
+    tag: Annotated[str | None, Query(max_length=321, description="key or key:value")] = None,
+    state: RolloutState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
+) -> RolloutOut:
+    """Watch devices converge: for the devices of a fleet and/or tag (without either, every device whose deployed
+    target is this release), the deployed version against the version each reports running. States: `converged`,
+    `updating`, `offline` (not converged and not connected), `failed` (reports an error), `other_release`."""
+    release = await targets.get_release(session, release_id)
+    tag_key, tag_value = parse_tag(tag) if tag else (None, None)
+    result = await rollout.rollout(session, release, fleet=fleet, tag_key=tag_key, tag_value=tag_value, state=state,
+                                   limit=limit, offset=offset,
+                                   offline_after_seconds=ctx.settings.device_offline_after_seconds)
+    return RolloutOut(
+        release_id=release.id, summary=result.summary, total=result.total, limit=limit, offset=offset,
+        items=[RolloutDeviceOut(uuid=d.uuid, name=d.name, online=d.online, target_version=d.target_version,
+                                target_release_id=d.target_release_id, applied_version=d.applied_version,
+                                status=d.status, reported_at=d.reported_at, state=d.state) for d in result.items],
+    )
