@@ -19,9 +19,10 @@ async def list_audit(
     action: Annotated[str | None, Query(max_length=64)] = None,
     actor: Annotated[str | None, Query(max_length=254)] = None,
     since: dt.datetime | None = None,
+    until: Annotated[dt.datetime | None, Query(description="events before this time")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
 ) -> list[AuditOut]:
-    rows = await audit.list_events(session, action=action, actor=actor, since=_aware(since), limit=limit,
-                                   offset=offset)
+    rows = await audit.list_events(session, action=action, actor=actor, since=_aware(since),
+                                   until=_aware(until), limit=limit, offset=offset)
     return [AuditOut.model_validate(r) for r in rows]

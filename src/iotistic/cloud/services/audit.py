@@ -36,7 +36,7 @@ def record(
 
 async def list_events(
     session: AsyncSession, *, action: str | None, actor: str | None, since: dt.datetime | None,
-    limit: int, offset: int,
+    until: dt.datetime | None = None, limit: int, offset: int,
 ) -> list[AuditEvent]:
     query = select(AuditEvent).order_by(AuditEvent.id.desc())
     if action:
@@ -45,4 +45,6 @@ async def list_events(
         query = query.where(AuditEvent.actor == actor)
     if since:
         query = query.where(AuditEvent.at >= since)
+    if until:
+        query = query.where(AuditEvent.at < until)
     return list((await session.scalars(query.limit(limit).offset(offset))).all())
