@@ -1,0 +1,60 @@
+import CssBaseline from "@mui/material/CssBaseline";
+import { ThemeProvider } from "@mui/material/styles";
+import { QueryClientProvider, type QueryClient } from "@tanstack/react-query";
+import { lazy, Suspense, useState } from "react";
+import { BrowserRouter, Navigate, Route, Routes } from "react-router-dom";
+
+import { AuthProvider } from "./auth/AuthContext";
+import { RequireAuth } from "./auth/RequireAuth";
+import { AppShell } from "./components/AppShell";
+import { Loading } from "./components/Loading";
+import { makeQueryClient } from "./queryClient";
+import { theme } from "./theme";
+
+// Every page is its own chunk so the first load carries only the shell.
+const LoginPage = lazy(() => import("./pages/login/LoginPage"));
+const SetupPage = lazy(() => import("./pages/setup/SetupPage"));
+const DevicesPage = lazy(() => import("./pages/devices/DevicesPage"));
+const DevicePage = lazy(() => import("./pages/devices/DevicePage"));
+const Pending = lazy(() => import("./components/Pending"));
+
+export function AppRoutes() {
+  return (
+    <Suspense fallback={<Loading label="Loading page" />}>
+      <Routes>
+        <Route path="/login" element={<LoginPage />} />
+        <Route path="/setup" element={<SetupPage />} />
+        <Route element={<RequireAuth><AppShell /></RequireAuth>}>
+          <Route index element={<Navigate to="/devices" replace />} />
+          <Route path="/devices" element={<DevicesPage />} />
+          <Route path="/devices/:uuid" element={<DevicePage />} />
+          <Route path="/fleets/*" element={<Pending />} />
+          <Route path="/metrics/*" element={<Pending />} />
+          <Route path="/twin/*" element={<Pending />} />
+          <Route path="/provisioning-keys/*" element={<Pending />} />
+          <Route path="/mqtt/*" element={<Pending />} />
+          <Route path="/users/*" element={<Pending />} />
+          <Route path="/audit/*" element={<Pending />} />
+          <Route path="/licence/*" element={<Pending />} />
+          <Route path="*" element={<Navigate to="/devices" replace />} />
+        </Route>
+      </Routes>
+    </Suspense>
+  );
+}
+
+export function App({ queryClient }: { queryClient?: QueryClient }) {
+  const [client] = useState(() => queryClient ?? makeQueryClient());
+  return (
+    <ThemeProvider theme={theme}>
+      <CssBaseline />
+      <QueryClientProvider client={client}>
+        <BrowserRouter>
+          <AuthProvider>
+            <AppRoutes />
+          </AuthProvider>
+        </BrowserRouter>
+      </QueryClientProvider>
+    </ThemeProvider>
+  );
+}

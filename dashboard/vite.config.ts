@@ -1,0 +1,31 @@
+/// <reference types="vitest/config" />
+import react from "@vitejs/plugin-react";
+import { defineConfig } from "vite";
+
+// The dev server proxies the API so the dashboard stays same-origin, exactly as when the cloud serves it at `/`.
+const api = process.env.IOTISTIC_API ?? "http://127.0.0.1:8000";
+
+export default defineConfig({
+  plugins: [react()],
+  build: {
+    // scripts/size.mjs reads the manifest to measure the initial JavaScript (entry chunk + its static imports).
+    manifest: true,
+    sourcemap: false,
+    chunkSizeWarningLimit: 1500,
+  },
+  server: {
+    proxy: {
+      "/api": api,
+      "/ws": { target: api.replace(/^http/, "ws"), ws: true },
+    },
+  },
+  test: {
+    environment: "jsdom",
+    globals: true,
+    setupFiles: ["./src/test/setup.ts"],
+    css: false,
+    restoreMocks: true,
+    unstubGlobals: true,
+    include: ["src/**/*.test.{ts,tsx}"],
+  },
+});
