@@ -124,6 +124,11 @@ class VpnTracker:
             self._end_reason = state.reason or state.name.lower()
             self._connection_ended(now)
 
+    def start_failed(self, reason: str, now: dt.datetime) -> float | None:
+        """The client could not even be started (e.g. no openvpn binary); like an exit, with `reason` as its cause."""
+        self._end_reason = reason
+        return self.exited(None, now)
+
     def byte_count(self, bytes_in: int, bytes_out: int) -> None:
         self.bytes_in, self.bytes_out = bytes_in, bytes_out
 

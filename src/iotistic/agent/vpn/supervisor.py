@@ -184,8 +184,8 @@ class VpnSupervisor:
                 cwd=self.settings.vpn_config_file.parent)
         except OSError as exc:
             self.tracker.started(None, server)
-            self.tracker.error(f"cannot start {argv[0]}: {exc.strerror or exc}", _now())
-            return self.tracker.exited(None, _now())
+            log.error("cannot start the VPN client %s: %s", argv[0], exc.strerror or exc)
+            return self.tracker.start_failed(f"cannot start {argv[0]}: {exc.strerror or exc}", _now())
         self.tracker.started(process.pid, server)
         log.info("VPN client started (pid %s) towards %s", process.pid, server)
         output = asyncio.create_task(self._read_output(process))
