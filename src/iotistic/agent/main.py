@@ -17,6 +17,8 @@ What runs, each as its own task, none of which can bring the others down:
   reached the outbox, so a restarted agent neither loses nor repeats lines (a crash may repeat the last few).
 * **Cloud** (cloud mode): provisions first (retrying with backoff; the Device API is up meanwhile), then runs
   `CloudSync` (target polls, reports, metrics, log shipping, the persistent outbox).
+* **VPN** (VPN_ENABLED): `iotistic.agent.vpn.supervisor` keeps an OpenVPN client running with the configuration
+  from registration (or asks the cloud for it once provisioned), restarting it with backoff after a drop.
 * **Device API** (when `iotistic.agent.api.app.create_device_api` is installed): uvicorn in the same event loop,
   on `DEVICE_API_HOST:DEVICE_API_PORT`. A port in use is retried, never fatal.
 
