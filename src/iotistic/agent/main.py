@@ -697,6 +697,8 @@ class Agent:
             if not self.local_mode:
                 self._start_cloud()
             raise
+        # VPN_CONFIG_PATH may lie outside the data folder: the device's VPN key goes with the rest.
+        await asyncio.to_thread(self.settings.vpn_config_file.unlink, missing_ok=True)
         self._wiped = True
         self._target = None
         self.stop()
