@@ -200,3 +200,18 @@ async def _not(check: Callable[[], Awaitable[bool]]) -> bool:
 
 async def _state_is(device: VpnDevice, state: str) -> bool:
     return (await device.vpn())["state"] == state
+
+
+async def test_deprovisioning_removes_the_configuration_and_ends_the_tunnel(
+        device_factory: Callable[..., Awaitable[VpnDevice]]) -> None:
+    device = await device_factory()
+    await eventually(device.connected, 30, "the agent's VPN client connected")
+    config = device.agent.settings.vpn_config_file
+    assert config.exists()
+    await device.agent.deprovision()
+    await eventually(lambda: _state_is(device, "no_config"), 15, "the VPN client stopped for want of a configuration")
+    assert not config.exists()  # the key belonged to the identity just forgotten
+    vpn = await device.vpn()
+    assert (vpn["connected"], vpn["pid"], vpn["tunnelAddress"]) == (False, None, None)
+    assert "no VPN configuration at" in vpn["lastError"]
+    assert await device.tun_addresses() == []
