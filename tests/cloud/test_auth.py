@@ -20,7 +20,7 @@ from tests.conftest import PASSWORD
 
 PUBLIC_ROUTES = {
     "/health", "/ready", "/api/v1/auth/login", "/api/v1/auth/refresh", "/api/v1/device/register", "/docs",
-    "/openapi.json", "/docs/oauth2-redirect", "/redoc",
+    "/openapi.json", "/docs/oauth2-redirect", "/redoc", "/api/v1/setup",
 }
 
 

@@ -26,4 +26,4 @@ async def test_migrated_schema_matches_models(db_url: str) -> None:
     finally:
         await engine.dispose()
     assert diff == []
-    assert version == "0004"
+    assert version == "0005"

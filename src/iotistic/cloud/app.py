@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 import iotistic
 from iotistic.cloud.context import CloudContext
+from iotistic.cloud.dashboard import default_dashboard_dir, install_dashboard
 from iotistic.cloud.errors import ErrorBody, install_error_handlers
 from iotistic.cloud.observability import RequestMetrics
 from iotistic.cloud.routers import (
@@ -26,6 +27,7 @@ from iotistic.cloud.routers import (
     mqtt,
     ops,
     provisioning_keys,
+    setup,
     telemetry,
     twin,
     twin_imports,
@@ -42,8 +44,8 @@ from iotistic.ingest.live import make_live_bus
 from iotistic.ingest.metrics import IngestCollector
 from iotistic.ingest.runner import run_ingest
 
-ROUTERS = (ops, auth, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry, live,
-           twin, twin_imports, vpn)
+ROUTERS = (ops, auth, setup, users, provisioning_keys, device_api, devices, fleets, license, audit, mqtt, telemetry,
+           live, twin, twin_imports, vpn)
 
 
 def create_app(settings: CloudSettings) -> FastAPI:
@@ -115,4 +117,5 @@ def create_app(settings: CloudSettings) -> FastAPI:
     install_error_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)
+    install_dashboard(app, settings.dashboard_dir or default_dashboard_dir())
     return app

@@ -116,6 +116,19 @@ class LoginFailure(Base):
     __table_args__ = (Index("ix_login_failures_email_at", "email", "at"), Index("ix_login_failures_ip_at", "ip", "at"))
 
 
+class SetupToken(Base):
+    """The one-time link that creates the first owner on a fresh instance (`iotistic up`, `admin setup-link`).
+    Only its SHA-256 is kept; making a new link deletes the old one, so at most one row exists."""
+
+    __tablename__ = "setup_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[dt.datetime] = _created()
+    expires_at: Mapped[dt.datetime] = mapped_column(UTCDateTime())
+    used_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime())
+
+
 class Fleet(Base):
     __tablename__ = "fleets"
 

@@ -43,6 +43,16 @@ class RefreshRequest(BaseModel):
     refresh_token: str = Field(alias="refresh_token", min_length=1, max_length=512)
 
 
+class SetupStatus(Wire):
+    needed: bool = Field(description="true while no user exists: the setup link can create the first owner")
+
+
+class SetupRequest(Wire):
+    token: str = Field(min_length=1, max_length=256, description="the token from the setup link's #token=")
+    email: EmailStr
+    password: str = Field(min_length=1, max_length=1024)
+
+
 class UserOut(Wire):
     id: int
     email: str

@@ -52,6 +52,11 @@ class CloudSettings(BaseSettings):
     argon2_parallelism: int = Field(default=4, alias="ARGON2_PARALLELISM", ge=1, le=16)
     login_max_failures: int = Field(default=5, alias="LOGIN_MAX_FAILURES", ge=1)
     login_lockout_seconds: int = Field(default=900, alias="LOGIN_LOCKOUT_SECONDS", ge=1)
+    # How long the one-time link that creates the first owner stays valid (`iotistic up`, `admin setup-link`).
+    setup_token_hours: int = Field(default=24, alias="SETUP_TOKEN_HOURS", ge=1, le=24 * 30)
+    # The dashboard's build (index.html and assets/) served at `/`. Unset: the copy bundled in the wheel, else
+    # dashboard/dist of the source checkout this package runs from.
+    dashboard_dir: Path | None = Field(default=None, alias="DASHBOARD_DIR")
 
     license_public_key: str | None = Field(default=None, alias="LICENSE_PUBLIC_KEY")
     license_key: str | None = Field(default=None, alias="IOTISTIC_LICENSE_KEY")
@@ -108,7 +113,7 @@ class CloudSettings(BaseSettings):
             raise ValueError("must be a postgresql:// or sqlite:// URL")
         return value
 
-    @field_validator("vpn_cert_manager_url", "vpn_service_token", mode="before")
+    @field_validator("vpn_cert_manager_url", "vpn_service_token", "dashboard_dir", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

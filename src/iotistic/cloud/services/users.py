@@ -67,7 +67,17 @@ async def _issue(session: AsyncSession, settings: CloudSettings, secret: str, us
     return TokenPair(access_token=access, refresh_token=refresh, expires_in=settings.access_token_minutes * 60)
 
 
-async def _recent_failures(session: AsyncSession, column: InstrumentedAttribute[str], value: str,
+async def start_session(session: AsyncSession, settings: CloudSettings, secret: str, user: User) -> TokenPair:
+    """A new login session for `user` and its first token pair (the caller commits)."""
+    user.last_login_at = utcnow()
+    user_session = UserSession(id=str(uuid.uuid4()), user_id=user.id,
+                               expires_at=utcnow() + dt.timedelta(days=settings.refresh_token_days))
+    session.add(user_session)
+    await session.flush()
+    return await _issue(session, settings, secret, user, user_session)
+
+
+async def recent_failures(session: AsyncSession, column: InstrumentedAttribute[str], value: str,
                            since: dt.datetime) -> int:
     return int(
         await session.scalar(
@@ -86,8 +96,8 @@ async def login(
         # any failure is recorded (SQLite's BEGIN IMMEDIATE serialises them already).
         await session.execute(text("SELECT pg_advisory_xact_lock(hashtext(:k))"), {"k": f"login:{email}"})
     window_start = utcnow() - dt.timedelta(seconds=settings.login_lockout_seconds)
-    by_email = await _recent_failures(session, LoginFailure.email, email, window_start)
-    by_ip = await _recent_failures(session, LoginFailure.ip, ip, window_start)
+    by_email = await recent_failures(session, LoginFailure.email, email, window_start)
+    by_ip = await recent_failures(session, LoginFailure.ip, ip, window_start)
     if by_email >= settings.login_max_failures or by_ip >= settings.login_max_failures * 4:
         raise ApiError(429, "too_many_requests", "too many failed logins; try again later",
                        headers={"Retry-After": str(settings.login_lockout_seconds)})
@@ -103,12 +113,7 @@ async def login(
         await session.commit()
         raise unauthorized("email or password is wrong")
     await session.execute(delete(LoginFailure).where(LoginFailure.email == email))
-    user.last_login_at = utcnow()
-    user_session = UserSession(id=str(uuid.uuid4()), user_id=user.id,
-                               expires_at=utcnow() + dt.timedelta(days=settings.refresh_token_days))
-    session.add(user_session)
-    await session.flush()
-    pair = await _issue(session, settings, secret, user, user_session)
+    pair = await start_session(session, settings, secret, user)
     audit.record(session, actor=email, action="auth.login", target_type="user", target_id=user.id, ip=ip)
     await session.commit()
     return pair
