@@ -220,6 +220,20 @@ def _require_migrated(settings: CloudSettings, *, unreachable_ok: bool = False) 
              f"run `iotistic db upgrade` first")
 
 
+async def _new_setup_link(url: str, hours: int) -> tuple[str, str]:
+    """(token, expiry as text) of a fresh one-time setup link, replacing any earlier one."""
+    from iotistic.cloud.services.setup import new_setup_link
+    from iotistic.core.db import make_engine, make_sessionmaker
+
+    engine = make_engine(url)
+    try:
+        async with make_sessionmaker(engine)() as session:
+            link = await new_setup_link(session, hours)
+            return link.token, f"{link.expires_at:%Y-%m-%d %H:%M} UTC"
+    finally:
+        await engine.dispose()
+
+
 async def _count_users(url: str) -> int:
     from iotistic.cloud.services.users import count_users
     from iotistic.core.db import make_engine, make_sessionmaker
@@ -378,8 +392,14 @@ def up(
     out.print(f"  Health:    {base}/health")
     out.print(f"  Database:  {_display_url(settings.sqlalchemy_url)}")
     if users == 0:
-        out.print(Text("No user exists yet. Create the first owner (in another terminal):", style="yellow"))
-        out.print(f"  {_first_user_command(settings)}")
+        try:
+            token, expires = asyncio.run(_new_setup_link(settings.sqlalchemy_url, settings.setup_token_hours))
+        except _db_errors() as exc:
+            fail(f"creating the setup link failed: {_describe_db_error(exc)}")
+        out.print(Text("No user exists yet. Open this one-time link to create the first owner "
+                       f"(valid until {expires}):", style="yellow"))
+        out.print(Text(f"  {(settings.public_url or base).rstrip('/')}/setup#token={token}", style="bold"))
+        out.print(f"  or, in another terminal: {_first_user_command(settings)}")
         hint = _same_database_hint()
         if hint:
             out.print(f"  {hint}")
@@ -477,6 +497,33 @@ def admin_create(
     except _db_errors() as exc:
         fail(f"creating the user failed: {_describe_db_error(exc)}")
     out.print(f"created user {email.strip().lower()} (id {user_id}) with role {role.value}")
+
+
+@admin_app.command("setup-link")
+def admin_setup_link(
+    url: Annotated[str | None, typer.Option(
+        "--url", help="The address people open the dashboard at (default: PUBLIC_URL, else http://127.0.0.1:3002).")
+    ] = None,
+) -> None:
+    """Print a fresh one-time link that creates the first owner (the earlier link stops working). Only while no
+    user exists; valid for SETUP_TOKEN_HOURS (24)."""
+    _cloud_imports_available()
+    settings = _load_settings()
+    base = (url or settings.public_url or "http://127.0.0.1:3002").rstrip("/")
+    if not base.startswith(("http://", "https://")):
+        fail(f"--url must be an http:// or https:// URL, not {base!r}", EXIT_USAGE)
+    _prepare_storage(settings)
+    _require_migrated(settings)
+    from iotistic.cloud.errors import ApiError
+
+    try:
+        token, expires = asyncio.run(_new_setup_link(settings.sqlalchemy_url, settings.setup_token_hours))
+    except ApiError as exc:  # a user exists already
+        fail(exc.message)
+    except _db_errors() as exc:
+        fail(f"creating the setup link failed: {_describe_db_error(exc)}")
+    out.print(f"{base}/setup#token={token}")
+    err.print(f"Valid once, until {expires}. Whoever opens it first becomes the owner: share it with nobody else.")
 
 
 @license_app.command("keygen")
