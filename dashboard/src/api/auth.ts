@@ -35,8 +35,9 @@ export interface SetupRequest {
   password: string;
 }
 
-export function createOwner(body: SetupRequest): Promise<unknown> {
-  return api<unknown>("/api/v1/setup", { method: "POST", body, anonymous: true });
+/** Creates the owner and returns their first session's tokens. */
+export function createOwner(body: SetupRequest): Promise<TokenPair> {
+  return api<TokenPair>("/api/v1/setup", { method: "POST", body, anonymous: true });
 }
 
 export function useSetupStatus() {

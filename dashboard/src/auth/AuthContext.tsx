@@ -2,7 +2,7 @@ import { useQueryClient } from "@tanstack/react-query";
 import { createContext, useCallback, useEffect, useMemo, useState, type ReactNode } from "react";
 
 import * as authApi from "../api/auth";
-import { ApiError, refreshSession, tokens } from "../api/client";
+import { ApiError, refreshSession, tokens, type TokenPair } from "../api/client";
 import type { User } from "../api/types";
 
 export type AuthStatus = "restoring" | "anonymous" | "authenticated";
@@ -13,6 +13,8 @@ export interface AuthState {
   /** Why the user was sent back to the login page (session ended), if that happened. */
   notice: string | null;
   login: (email: string, password: string) => Promise<void>;
+  /** Start a session from tokens another route issued (the first-run setup logs the new owner in). */
+  adopt: (pair: TokenPair) => Promise<void>;
   logout: () => Promise<void>;
 }
 
@@ -64,8 +66,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     [queryClient],
   );
 
-  const login = useCallback(async (email: string, password: string) => {
-    const pair = await authApi.login(email, password);
+  const adopt = useCallback(async (pair: TokenPair) => {
     tokens.set(pair);
     try {
       const me = await authApi.fetchMe();
@@ -77,6 +78,10 @@ export function AuthProvider({ children }: { children: ReactNode }) {
       throw err instanceof ApiError ? err : new ApiError(0, "error", "Signed in, but loading your profile failed.");
     }
   }, []);
+
+  const login = useCallback(async (email: string, password: string) => {
+    await adopt(await authApi.login(email, password));
+  }, [adopt]);
 
   const logout = useCallback(async () => {
     try {
@@ -90,7 +95,7 @@ export function AuthProvider({ children }: { children: ReactNode }) {
     queryClient.clear();
   }, [queryClient]);
 
-  const value = useMemo<AuthState>(() => ({ status, user, notice, login, logout }), [status, user, notice, login,
-    logout]);
+  const value = useMemo<AuthState>(() => ({ status, user, notice, login, adopt, logout }),
+    [status, user, notice, login, adopt, logout]);
   return <AuthContext.Provider value={value}>{children}</AuthContext.Provider>;
 }

@@ -5,7 +5,7 @@ import Stack from "@mui/material/Stack";
 import TextField from "@mui/material/TextField";
 import Typography from "@mui/material/Typography";
 import { useMemo, useState, type FormEvent } from "react";
-import { Link as RouterLink, useLocation, useNavigate } from "react-router-dom";
+import { Link as RouterLink, Navigate, useLocation, useNavigate } from "react-router-dom";
 
 import { useCreateOwner, useSetupStatus } from "../../api/auth";
 import { useAuth } from "../../auth/useAuth";
@@ -25,7 +25,7 @@ export function setupToken(hash: string, search: string): string {
 export default function SetupPage() {
   const location = useLocation();
   const navigate = useNavigate();
-  const { login } = useAuth();
+  const { status: authStatus, adopt } = useAuth();
   const status = useSetupStatus();
   const create = useCreateOwner();
   const token = useMemo(() => setupToken(location.hash, location.search), [location.hash, location.search]);
@@ -34,15 +34,19 @@ export default function SetupPage() {
   const [confirm, setConfirm] = useState("");
   const [touched, setTouched] = useState(false);
 
+  if (authStatus === "authenticated" && !create.isSuccess) return <Navigate to="/devices" replace />;
   if (status.isPending) return <Loading label="Checking this instance" />;
   if (status.isError) {
-    return <AuthCard title="First-run setup"><ErrorAlert error={status.error} onRetry={() => void status.refetch()} />
-    </AuthCard>;
+    return (
+      <AuthCard title="First-run setup">
+        <ErrorAlert error={status.error} onRetry={() => void status.refetch()} />
+      </AuthCard>
+    );
   }
-  if (!status.data.needed) {
+  if (!status.data.needed && !create.isSuccess) {
     return (
       <AuthCard title="Already set up">
-        <Typography sx={{ mb: 2 }}>This instance already has its owner.</Typography>
+        <Typography sx={{ mb: 2 }}>This instance already has its owner. Sign in instead.</Typography>
         <Link component={RouterLink} to="/login">Go to sign in</Link>
       </AuthCard>
     );
@@ -50,23 +54,19 @@ export default function SetupPage() {
 
   const tooShort = password.length < MIN_PASSWORD;
   const mismatch = password !== confirm;
+  const noEmail = !email.trim();
   const submit = async (e: FormEvent) => {
     e.preventDefault();
     setTouched(true);
-    if (tooShort || mismatch || !email) return;
-    await create.mutateAsync({ token, email: email.trim(), password }).catch(() => undefined);
+    if (tooShort || mismatch || noEmail) return;
+    try {
+      const pair = await create.mutateAsync({ token, email: email.trim(), password });
+      await adopt(pair);
+      navigate("/devices", { replace: true });
+    } catch {
+      // create.error (or the sign-in that follows) is shown below
+    }
   };
-  if (create.isSuccess) {
-    return (
-      <AuthCard title="Owner created">
-        <Alert severity="success" sx={{ mb: 2 }}>The owner account {email.trim()} is ready.</Alert>
-        <Button variant="contained" onClick={async () => {
-          await login(email.trim(), password).catch(() => navigate("/login"));
-          navigate("/devices", { replace: true });
-        }}>Continue to the dashboard</Button>
-      </AuthCard>
-    );
-  }
 
   return (
     <AuthCard title="Create the owner">
@@ -75,13 +75,13 @@ export default function SetupPage() {
           This page needs the one-time setup link that <code>iotistic up</code> printed (it carries a token).
         </Alert>
       ) : (
-        <Stack component="form" spacing={2} onSubmit={submit} noValidate>
+        <Stack component="form" spacing={2} onSubmit={submit} noValidate aria-label="Create the owner">
           <Typography color="text.secondary">
-            The owner can do everything, including inviting other users. This link works once.
+            The owner can do everything, including adding other users. This link works once.
           </Typography>
           <TextField label="Email" type="email" autoComplete="username" value={email} required autoFocus
-            onChange={(e) => setEmail(e.target.value)} error={touched && !email}
-            helperText={touched && !email ? "Enter the owner's email" : " "} />
+            onChange={(e) => setEmail(e.target.value)} error={touched && noEmail}
+            helperText={touched && noEmail ? "Enter the owner's email" : " "} />
           <TextField label="Password" type="password" autoComplete="new-password" value={password} required
             onChange={(e) => setPassword(e.target.value)} error={touched && tooShort}
             helperText={`At least ${MIN_PASSWORD} characters`} />
