@@ -1043,6 +1043,20 @@ def _print_agent_status(summary: dict[str, Any]) -> None:
         _line("Locks", ", ".join(summary["locks"]))
     if mode == "cloud" or provisioning.get("registered"):
         _print_cloud(provisioning, summary.get("sync") or {})
+    vpn = summary.get("vpn") or {}
+    if vpn.get("enabled"):
+        _print_vpn(vpn)
+
+
+def _print_vpn(vpn: dict[str, Any]) -> None:
+    """The VPN client: connected with its address, or its state and why."""
+    counts = f", {vpn.get('reconnects', 0)} reconnect(s)" if vpn.get("reconnects") else ""
+    if vpn.get("connected"):
+        _line("VPN", ("connected", "green"), f" {vpn.get('tunnelAddress')} via {vpn.get('server')} since "
+              f"{vpn.get('since')}{counts}")
+        return
+    error = vpn.get("lastError")
+    _line("VPN", (str(vpn.get("state")), "yellow"), counts, *((" ", (f"last error: {error}", "red")) if error else ()))
 
 
 def _print_services(apply: dict[str, Any]) -> None:

@@ -121,15 +121,16 @@ async def device_factory(netlab: NetLab, lab_pki: Pki, engine: DockerEngine, tmp
             await asyncio.wait_for(device.task, 30)
 
 
-async def agent_status_json(device: VpnDevice) -> dict[str, Any]:
-    """`iotistic agent status --json` in a subprocess (it asks the running agent through its Device API)."""
+async def agent_status(device: VpnDevice, *args: str) -> str:
+    """`iotistic agent status` in a subprocess (it asks the running agent through its Device API)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VPN_", "CLOUD_API_ENDPOINT"))}
-    env.update(AGENT_DATA_DIR=str(device.agent.settings.data_dir), DOCKER_HOST=str(device.agent.settings.docker_host))
-    process = await asyncio.create_subprocess_exec(*CLI, "agent", "status", "--json", env=env,
+    env.update(AGENT_DATA_DIR=str(device.agent.settings.data_dir), DOCKER_HOST=str(device.agent.settings.docker_host),
+               COLUMNS="200")
+    process = await asyncio.create_subprocess_exec(*CLI, "agent", "status", *args, env=env,
                                                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, stderr.decode()
-    return dict(json.loads(stdout))
+    return stdout.decode()
 
 
 async def test_agent_connects_with_the_customers_fixed_address(device_factory: Callable[..., Awaitable[VpnDevice]]
@@ -150,9 +151,11 @@ async def test_agent_connects_with_the_customers_fixed_address(device_factory: C
     server_tunnel = str(device.pki.plan.server_address)
     await asyncio.to_thread(device.lab.listen, device.server_ns, server_tunnel, SERVICE_PORT)
     assert await asyncio.to_thread(device.lab.can_connect, device.device_ns, server_tunnel, SERVICE_PORT)
-    # `iotistic agent status --json` shows the same.
-    status = await agent_status_json(device)
+    # `iotistic agent status` shows the same, as JSON and for people.
+    status = json.loads(await agent_status(device, "--json"))
     assert status["vpn"]["connected"] is True and status["vpn"]["tunnelAddress"] == address
+    line = next(line for line in (await agent_status(device)).splitlines() if line.startswith("VPN"))
+    assert f"connected {address} via {SERVER_UNDERLAY}:1194" in line
 
 
 async def test_agent_reconnects_after_the_server_restarts(device_factory: Callable[..., Awaitable[VpnDevice]]
