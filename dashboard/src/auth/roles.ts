@@ -23,7 +23,7 @@ export const ACTIONS = {
   "audit.view": "admin",
   "license.install": "owner",
   "twin.edit": "operator",
-  "twin.import": "operator",
+  "twin.import": "admin",
 } as const satisfies Record<string, Role>;
 
 export type Action = keyof typeof ACTIONS;
