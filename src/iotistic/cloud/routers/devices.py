@@ -3,7 +3,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Query
+from fastapi import APIRouter, Body, Path, Query
 from pydantic import StringConstraints
 
 from iotistic.cloud.deps import Admin, Ctx, Operator, Session, Viewer
@@ -24,6 +24,7 @@ from iotistic.cloud.schemas import (
     TargetOut,
 )
 from iotistic.cloud.services import audit, devices, provisioning, reports, targets, vpn
+from iotistic.cloud.services.service_actions import ServiceAction, control
 from iotistic.core.schemas.target_state import TargetState
 
 router = APIRouter(prefix="/api/v1/devices", tags=["devices"])
@@ -171,6 +172,23 @@ async def deploy(uuid: str, principal: Operator, session: Session) -> TargetOut:
     target = await targets.deploy_staged(session, device, principal.name)
     audit.record(session, actor=principal.name, action="device.deployed", target_type="device", target_id=uuid,
                  details={"version": target.version}, ip=principal.ip)
+    await session.commit()
+    return target_out(target)
+
+
+@router.post("/{uuid}/apps/{app_id}/services/{service_name}/{action}", response_model=TargetOut,
+             responses={404: {"description": "no such service in the deployed target"},
+                        409: {"description": "the service is already in that state"}})
+async def control_service(uuid: str, app_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+                          service_name: Annotated[str, Path(max_length=64)], action: ServiceAction,
+                          principal: Operator, session: Session) -> TargetOut:
+    """Start, stop, pause or restart one service: deploys a new target version with the service's `state`
+    changed (`restart` recreates its container once). Pending staged edits are kept, with the same change."""
+    device = await devices.get_device(session, uuid)
+    target = await control(session, device, app_id, service_name, action, principal.name)
+    audit.record(session, actor=principal.name, action=f"device.service_{action.value}", target_type="device",
+                 target_id=uuid, details={"app_id": app_id, "service": service_name, "version": target.version},
+                 ip=principal.ip)
     await session.commit()
     return target_out(target)
 
