@@ -1,4 +1,5 @@
-// Shapes of the cloud API's JSON (see /openapi.json). Only what the dashboard reads is declared.
+// Shapes of the cloud API's JSON (see /openapi.json). Responses use camelCase field names (the API's `Wire`
+// models), except the token pair, which keeps OAuth's snake_case.
 
 export type Role = "viewer" | "operator" | "admin" | "owner";
 
@@ -6,9 +7,9 @@ export interface User {
   id: number;
   email: string;
   role: Role;
-  is_active: boolean;
-  created_at: string;
-  last_login_at: string | null;
+  isActive: boolean;
+  createdAt: string;
+  lastLoginAt: string | null;
 }
 
 export interface FleetRef {

@@ -16,8 +16,8 @@ export function testQueryClient(): QueryClient {
 }
 
 export function userFor(role: Role): User {
-  return { id: 1, email: `${role}@example.com`, role, is_active: true, created_at: "2025-01-01T00:00:00Z",
-    last_login_at: null };
+  return { id: 1, email: `${role}@example.com`, role, isActive: true, createdAt: "2025-01-01T00:00:00Z",
+    lastLoginAt: null };
 }
 
 /** Routes that sign a test in as `role`: the AuthProvider restores the session through refresh + me, as after a

@@ -1,14 +1,14 @@
 import { QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { render } from "@testing-library/react";
-import type { ReactElement } from "react";
+import { Suspense, type ReactElement } from "react";
 import { MemoryRouter, Route, Routes, useLocation } from "react-router-dom";
 
 import type { Role, User } from "../api/types";
 import { AuthContext, type AuthState } from "../auth/AuthContext";
 
 export function userWith(role: Role, id = 1): User {
-  return { id, email: `${role}@example.com`, role, is_active: true, created_at: "2026-01-01T00:00:00Z",
-    last_login_at: null };
+  return { id, email: `${role}@example.com`, role, isActive: true, createdAt: "2026-01-01T00:00:00Z",
+    lastLoginAt: null };
 }
 
 /** Where the page navigated to, for tests that follow a redirect. */
@@ -30,9 +30,12 @@ export function renderAs(role: Role, ui: ReactElement, { url = "/", path = "*", 
     <QueryClientProvider client={client}>
       <MemoryRouter initialEntries={[url]}>
         <AuthContext.Provider value={auth}>
-          <Routes>
-            <Route path={path} element={ui} />
-          </Routes>
+          {/* The shell gives routed pages this boundary in the app: lazy pages suspend under it. */}
+          <Suspense fallback={<p>Loading page</p>}>
+            <Routes>
+              <Route path={path} element={ui} />
+            </Routes>
+          </Suspense>
           <LocationProbe />
         </AuthContext.Provider>
       </MemoryRouter>
