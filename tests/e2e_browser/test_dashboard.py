@@ -292,7 +292,8 @@ def test_a_live_chart_moves(page: Any, api: httpx.Client) -> None:
 
 # --- every page, at both sizes ----------------------------------------------------------------------------------
 
-PAGES = [  # path (with {agent}, {fleet}, {release}), the page's h1, the screenshot's name
+# path (with {agent}, {fleet}, {release}), the page's h1, the screenshot's name
+PAGES: list[tuple[str, str | re.Pattern[str], str]] = [
     ("/devices", "Devices", "devices"),
     ("/devices/{agent}", AGENT_NAME, "device"),
     ("/fleets", "Fleets & releases", "fleets"),
