@@ -16,6 +16,7 @@ const LoginPage = lazy(() => import("./pages/login/LoginPage"));
 const SetupPage = lazy(() => import("./pages/setup/SetupPage"));
 const DevicesPage = lazy(() => import("./pages/devices/DevicesPage"));
 const DevicePage = lazy(() => import("./pages/devices/DevicePage"));
+const FleetsArea = lazy(() => import("./pages/fleets"));
 const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
@@ -28,7 +29,7 @@ export function AppRoutes() {
           <Route index element={<Navigate to="/devices" replace />} />
           <Route path="/devices" element={<DevicesPage />} />
           <Route path="/devices/:uuid" element={<DevicePage />} />
-          <Route path="/fleets/*" element={<Pending />} />
+          <Route path="/fleets/*" element={<FleetsArea />} />
           <Route path="/metrics/*" element={<Pending />} />
           <Route path="/twin/*" element={<Pending />} />
           <Route path="/provisioning-keys/*" element={<Pending />} />
