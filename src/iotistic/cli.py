@@ -388,6 +388,7 @@ def up(
 
     base = f"http://{_browse_host(host)}:{port}"
     out.print(Text.assemble(("Iotistic cloud API ", "bold"), (base, "bold cyan")))
+    out.print(f"  Dashboard: {base}/")
     out.print(f"  API docs:  {base}/docs")
     out.print(f"  Health:    {base}/health")
     out.print(f"  Database:  {_display_url(settings.sqlalchemy_url)}")

@@ -14,15 +14,15 @@ from tests.test_cli import PASSWORD, RunningUp, clean_env, free_port, one_error_
 LINK = re.compile(r"(https?://\S+)/setup#token=(st_[A-Za-z0-9_-]{43,})")
 
 
-def read_link(up: RunningUp) -> tuple[str, str]:
-    """The setup link `up` prints before it starts serving: (base URL, token)."""
+def read_link(up: RunningUp) -> tuple[str, str, str]:
+    """The setup link `up` prints before it starts serving: (base URL, token, everything printed up to it)."""
     assert up.proc.stdout is not None
     seen = []
     for line in up.proc.stdout:  # ends if the process exits
         seen.append(line)
         found = LINK.search(line)
         if found:
-            return found.group(1), found.group(2)
+            return found.group(1), found.group(2), "".join(seen)
         if "Press Ctrl+C" in line:
             break
     raise AssertionError(f"no setup link in: {''.join(seen)}")
@@ -47,9 +47,10 @@ def test_up_prints_a_one_time_link_that_creates_the_first_owner(tmp_path):
     port = free_port()
     up = RunningUp(tmp_path, port)
     try:
-        base, token = read_link(up)
+        base, token, printed = read_link(up)
         up.wait_healthy()
         assert base == f"http://127.0.0.1:{port}"
+        assert f"Dashboard: {base}/" in printed and "admin create --email" in printed
         page = httpx.get(f"{base}/setup", timeout=5)  # the dashboard's page (or how to build it)
         assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
         assert httpx.get(f"{base}/api/v1/setup", timeout=5).json() == {"needed": True}
