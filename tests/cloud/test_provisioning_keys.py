@@ -148,7 +148,11 @@ async def test_revoked_key_cannot_register(api, owner, app):
 
 async def test_expires_at_in_the_past_is_refused(api, owner):
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=1)).isoformat()
-    assert_error(await api.client.post("/api/v1/provisioning-keys", headers=owner, json={"expiresAt": past}), 400)
+    body = assert_error(await api.client.post("/api/v1/provisioning-keys", headers=owner, json={"expiresAt": past}),
+                        400)
+    assert body["message"] == "expiresAt must be in the future"
+    # The field is named as in a validation error, so a form shows the message next to it.
+    assert body["details"] == [{"loc": ["body", "expiresAt"], "msg": "must be in the future"}]
     assert await listed(api, owner, include_revoked="true") == []
 
 

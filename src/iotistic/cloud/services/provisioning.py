@@ -35,7 +35,9 @@ async def create_key(
 ) -> tuple[ProvisioningKey, str]:
     """Returns the stored key and its secret, which is shown this once and never again."""
     if expires_at is not None and expires_at <= utcnow():
-        raise bad_request("expiresAt must be in the future")
+        # details name the field, as a validation error does, so a form can show the message next to it
+        raise ApiError(400, "bad_request", "expiresAt must be in the future",
+                       details=[{"loc": ["body", "expiresAt"], "msg": "must be in the future"}])
     secret = new_token("pk_")
     key = ProvisioningKey(
         id=str(uuid.uuid4()), key_hash=hash_token(secret), key_prefix=secret[:10],
