@@ -25,6 +25,8 @@ export default defineConfig({
     setupFiles: ["./src/test/setup.ts"],
     css: false,
     restoreMocks: true,
+    // MUI in jsdom on shared CI cores is slow; a page test that clicks through menus needs more than 5 s.
+    testTimeout: 20_000,
     unstubGlobals: true,
     include: ["src/**/*.test.{ts,tsx}"],
   },
