@@ -118,6 +118,10 @@ class BillingSettings(BaseSettings):
     # JSON object: the labels the shared Prometheus selects ServiceMonitors by.
     service_monitor_labels: dict[str, str] = Field(default_factory=lambda: {"release": "prometheus"},
                                                    alias="BILLING_SERVICE_MONITOR_LABELS")
+    # The VPN certificate manager instances of plans with the `vpn` feature use (both set, or VPN stays off).
+    vpn_cert_manager_url: str | None = Field(default=None, alias="BILLING_VPN_CERT_MANAGER_URL",
+                                             pattern=r"^https?://\S+$")
+    vpn_service_token: SecretStr | None = Field(default=None, alias="BILLING_VPN_SERVICE_TOKEN", min_length=24)
 
     log_level: LogLevel = Field(default="INFO", alias="LOG_LEVEL")
 

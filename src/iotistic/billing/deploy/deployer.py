@@ -53,6 +53,9 @@ class KubernetesDeployer:
                 ingress_namespace=settings.ingress_namespace,
                 monitoring_namespace=settings.monitoring_namespace,
                 service_monitor_labels=dict(settings.service_monitor_labels),
+                vpn_cert_manager_url=settings.vpn_cert_manager_url or "",
+                vpn_service_token=(settings.vpn_service_token.get_secret_value()
+                                   if settings.vpn_service_token else ""),
             )
         return cls(
             helm=Helm(
@@ -75,14 +78,15 @@ class KubernetesDeployer:
         if spec.release != RELEASE:
             raise ValueError(f"release {spec.release!r}: this deployer manages only {RELEASE!r}")
         values = self.values(spec)  # ValueError on a spec the chart must never see, before any cluster call
+        secrets = [spec.license_jwt, self.platform.vpn_service_token]  # kept out of errors helm reports
         await asyncio.to_thread(self.namespaces.ensure, spec.customer_id)
         try:
-            await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=[spec.license_jwt])
+            await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=secrets)
         except HelmError as exc:
             if "another operation (install/upgrade/rollback) is in progress" not in exc.stderr:
                 raise
             await self._unstick(spec.namespace, exc)
-            await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=[spec.license_jwt])
+            await self.helm.upgrade_install(RELEASE, self.chart, spec.namespace, values, secrets=secrets)
 
     async def _unstick(self, namespace: str, error: HelmError) -> None:
         """A helm that died mid-operation (killed at its deadline, or with its worker) leaves the release pending,

@@ -139,6 +139,9 @@ class Platform:
     monitoring_namespace: str = "monitoring"  # where the shared Prometheus runs (NetworkPolicy)
     # Labels the shared Prometheus selects ServiceMonitors by (prometheus-operator's serviceMonitorSelector).
     service_monitor_labels: Mapping[str, str] = field(default_factory=lambda: {"release": "prometheus"})
+    # The VPN certificate manager (charts/vpn-server) instances get device VPN configurations from; "": no VPN.
+    vpn_cert_manager_url: str = ""
+    vpn_service_token: str = field(default="", repr=False)
 
 
 def build_values(spec: InstanceSpec, platform: Platform | None = None, *,
@@ -195,7 +198,16 @@ def build_values(spec: InstanceSpec, platform: Platform | None = None, *,
         "networkPolicy": {"ingressNamespace": platform.ingress_namespace,
                           "monitoringNamespace": platform.monitoring_namespace},
         "quota": sizing.quota.as_values(),
+        "vpn": _vpn_values(plan.features.get("vpn") is True, platform),
     }
+
+
+def _vpn_values(licensed: bool, platform: Platform) -> dict[str, Any]:
+    """VPN for plans with the `vpn` feature, when this installation runs a certificate manager."""
+    if not (licensed and platform.vpn_cert_manager_url and platform.vpn_service_token):
+        return {"enabled": False}
+    return {"enabled": True, "certManagerUrl": platform.vpn_cert_manager_url,
+            "serviceToken": platform.vpn_service_token}
 
 
 def values_digest(values: Mapping[str, Any]) -> str:
