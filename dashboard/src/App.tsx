@@ -17,6 +17,9 @@ const SetupPage = lazy(() => import("./pages/setup/SetupPage"));
 const DevicesPage = lazy(() => import("./pages/devices/DevicesPage"));
 const DevicePage = lazy(() => import("./pages/devices/DevicePage"));
 const FleetsArea = lazy(() => import("./pages/fleets"));
+const MetricsPage = lazy(() => import("./pages/metrics/MetricsPage"));
+const TwinPage = lazy(() => import("./pages/twin/TwinPage"));
+const ProvisioningKeysPage = lazy(() => import("./pages/provisioning/ProvisioningKeysPage"));
 const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
@@ -30,9 +33,9 @@ export function AppRoutes() {
           <Route path="/devices" element={<DevicesPage />} />
           <Route path="/devices/:uuid" element={<DevicePage />} />
           <Route path="/fleets/*" element={<FleetsArea />} />
-          <Route path="/metrics/*" element={<Pending />} />
-          <Route path="/twin/*" element={<Pending />} />
-          <Route path="/provisioning-keys/*" element={<Pending />} />
+          <Route path="/metrics" element={<MetricsPage />} />
+          <Route path="/twin" element={<TwinPage />} />
+          <Route path="/provisioning-keys/*" element={<ProvisioningKeysPage />} />
           <Route path="/mqtt/*" element={<Pending />} />
           <Route path="/users/*" element={<Pending />} />
           <Route path="/audit/*" element={<Pending />} />
