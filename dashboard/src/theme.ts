@@ -19,6 +19,11 @@ export const theme = createTheme({
           position: "absolute", left: -9999, top: 0, zIndex: 2000, padding: 8, background: "#fff",
         },
         ".skip-link:focus": { left: 8 },
+        // Text for screen readers only (e.g. "Service" before a service's name heading).
+        ".visually-hidden": {
+          position: "absolute", width: 1, height: 1, padding: 0, margin: -1, overflow: "hidden",
+          clip: "rect(0 0 0 0)", whiteSpace: "nowrap", border: 0,
+        },
       },
     },
   },

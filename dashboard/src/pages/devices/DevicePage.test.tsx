@@ -101,7 +101,7 @@ describe("device page", () => {
     expect(screen.getByText(UUID)).toBeInTheDocument();
     expect(screen.getByText("Debian 12")).toBeInTheDocument();
     expect(screen.getByText("floor: 2")).toBeInTheDocument();
-    const row = await screen.findByTestId("service-nginx");
+    const row = await screen.findByRole("region", { name: "Service nginx" });
     expect(within(row).getAllByText("running")).toHaveLength(2); // target and reported
     expect(within(row).getByText("1 restarts")).toBeInTheDocument();
     expect(screen.getByText(/Target version 2/)).toBeInTheDocument();
@@ -112,7 +112,7 @@ describe("device page", () => {
   it("a viewer sees no controls it cannot use", async () => {
     deviceApi("viewer", { target: target("running", 2, true), licence: { vpn: true } });
     open();
-    await screen.findByTestId("service-nginx");
+    await screen.findByRole("region", { name: "Service nginx" });
     await screen.findByText(/not deployed yet/);
     expect(screen.queryByRole("button", { name: /pause nginx|stop nginx|restart nginx|start nginx/i }))
       .not.toBeInTheDocument();
@@ -203,7 +203,7 @@ describe("device page", () => {
   it("hides the VPN configuration when the plan has no VPN", async () => {
     deviceApi("owner", { licence: { vpn: false } });
     open();
-    await screen.findByTestId("service-nginx");
+    await screen.findByRole("region", { name: "Service nginx" });
     expect(screen.queryByRole("button", { name: "VPN configuration" })).not.toBeInTheDocument();
   });
 

@@ -5,16 +5,10 @@ import Card from "@mui/material/Card";
 import CardContent from "@mui/material/CardContent";
 import Collapse from "@mui/material/Collapse";
 import Grid from "@mui/material/Grid";
+import Paper from "@mui/material/Paper";
 import Stack from "@mui/material/Stack";
-import Table from "@mui/material/Table";
-import TableBody from "@mui/material/TableBody";
-import TableCell from "@mui/material/TableCell";
-import TableContainer from "@mui/material/TableContainer";
-import TableHead from "@mui/material/TableHead";
-import TableRow from "@mui/material/TableRow";
-import Tooltip from "@mui/material/Tooltip";
 import Typography from "@mui/material/Typography";
-import { useState } from "react";
+import { useId, useState } from "react";
 
 import { errorMessage } from "../../api/client";
 import { useCurrentState, useDeployStaged, useServiceAction, useTarget, type ServiceAction } from "../../api/devices";
@@ -41,6 +35,50 @@ function Json({ title, value }: { title: string; value: unknown }) {
         {JSON.stringify(value ?? null, null, 2)}
       </Box>
     </Box>
+  );
+}
+
+/** One service: a labelled region (found by name with a screen reader or a test), its target and reported state
+ *  side by side, and the controls that change something for it. */
+function ServiceItem({ row: r, busy, onAction }: { row: ServiceRow; busy: boolean;
+  onAction: (a: ServiceAction) => void }) {
+  const titleId = useId();
+  return (
+    <Paper component="section" variant="outlined" aria-labelledby={titleId} sx={{ p: 1.5 }}>
+      <Stack direction={{ xs: "column", sm: "row" }} spacing={1.5} alignItems={{ sm: "center" }}>
+        <Box sx={{ flex: "1 1 auto", minWidth: 0 }}>
+          <Typography id={titleId} variant="subtitle1" component="h3" fontWeight={500}>
+            <span className="visually-hidden">Service </span>{r.serviceName}
+          </Typography>
+          <Typography variant="body2" color="text.secondary" sx={{ overflowWrap: "anywhere" }}>
+            {r.appName} · <code>{r.image}</code>
+            {r.reportedImage && r.reportedImage !== r.image && <> · running <code>{r.reportedImage}</code></>}
+          </Typography>
+        </Box>
+        <Stack direction="row" spacing={2} alignItems="center" flexWrap="wrap" useFlexGap>
+          <Box>
+            <Typography variant="caption" color="text.secondary" display="block">Target</Typography>
+            {r.target ? <StatusChip status={r.target} /> : <Typography variant="body2"><em>not in target</em></Typography>}
+          </Box>
+          <Box>
+            <Typography variant="caption" color="text.secondary" display="block">Reported</Typography>
+            {r.reported ? <StatusChip status={r.reported} /> : <Typography variant="body2">—</Typography>}
+          </Box>
+          {r.restartCount ? <Typography variant="caption">{r.restartCount} restarts</Typography> : null}
+        </Stack>
+        <Can action="devices.control">
+          <Stack direction="row" spacing={0.5} flexWrap="wrap" useFlexGap>
+            {actionsFor(r.target).map((a) => (
+              <Button key={a} size="small" variant="outlined" disabled={busy} color={a === "stop" ? "error" : "primary"}
+                aria-label={`${ACTION_LABEL[a]} ${r.serviceName}`} onClick={() => onAction(a)}>
+                {ACTION_LABEL[a]}
+              </Button>
+            ))}
+          </Stack>
+        </Can>
+      </Stack>
+      {r.error && <Typography variant="body2" color="error" sx={{ mt: 1 }}>{r.error}</Typography>}
+    </Paper>
   );
 }
 
@@ -112,63 +150,9 @@ export function ServicesCard({ uuid }: { uuid: string }) {
             The deployed target runs nothing. Deploy a release to this device's fleet or tag.
           </EmptyState>
         ) : (
-          <TableContainer>
-            <Table size="small" aria-label="Services">
-              <TableHead>
-                <TableRow>
-                  <TableCell>Service</TableCell>
-                  <TableCell sx={{ display: { xs: "none", md: "table-cell" } }}>Image</TableCell>
-                  <TableCell>Target</TableCell>
-                  <TableCell>Reported</TableCell>
-                  <TableCell align="right">Controls</TableCell>
-                </TableRow>
-              </TableHead>
-              <TableBody>
-                {rows.map((r) => (
-                  <TableRow key={r.key} data-testid={`service-${r.serviceName}`}>
-                    <TableCell>
-                      <Typography variant="body2" fontWeight={500}>{r.serviceName}</Typography>
-                      <Typography variant="caption" color="text.secondary">{r.appName}</Typography>
-                    </TableCell>
-                    <TableCell sx={{ display: { xs: "none", md: "table-cell" }, overflowWrap: "anywhere" }}>
-                      <code>{r.image}</code>
-                      {r.reportedImage && r.reportedImage !== r.image && (
-                        <Typography variant="caption" display="block" color="warning.main">
-                          running {r.reportedImage}
-                        </Typography>
-                      )}
-                    </TableCell>
-                    <TableCell>{r.target ? <StatusChip status={r.target} /> : <em>not in target</em>}</TableCell>
-                    <TableCell>
-                      {r.reported ? (
-                        <Tooltip title={r.error ?? ""} disableHoverListener={!r.error}>
-                          <span><StatusChip status={r.reported} /></span>
-                        </Tooltip>
-                      ) : "—"}
-                      {r.restartCount ? (
-                        <Typography variant="caption" display="block">{r.restartCount} restarts</Typography>
-                      ) : null}
-                      {r.error && <Typography variant="caption" display="block" color="error">{r.error}</Typography>}
-                    </TableCell>
-                    <TableCell align="right">
-                      <Can action="devices.control">
-                        <Stack direction="row" spacing={0.5} justifyContent="flex-end" flexWrap="wrap" useFlexGap>
-                          {actionsFor(r.target).map((a) => (
-                            <Button key={a} size="small" variant="outlined" disabled={control.isPending}
-                              color={a === "stop" ? "error" : "primary"}
-                              aria-label={`${ACTION_LABEL[a]} ${r.serviceName}`}
-                              onClick={() => ask({ row: r, action: a })}>
-                              {ACTION_LABEL[a]}
-                            </Button>
-                          ))}
-                        </Stack>
-                      </Can>
-                    </TableCell>
-                  </TableRow>
-                ))}
-              </TableBody>
-            </Table>
-          </TableContainer>
+          <Stack spacing={1}>
+            {rows.map((r) => <ServiceItem key={r.key} row={r} busy={control.isPending} onAction={(a) => ask({ row: r, action: a })} />)}
+          </Stack>
         )}
 
         <Button size="small" sx={{ mt: 1 }} onClick={() => setShowDocs((v) => !v)} aria-expanded={showDocs}>
