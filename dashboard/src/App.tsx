@@ -19,6 +19,7 @@ const DevicePage = lazy(() => import("./pages/devices/DevicePage"));
 const FleetsArea = lazy(() => import("./pages/fleets"));
 const MetricsPage = lazy(() => import("./pages/metrics/MetricsPage"));
 const TwinPage = lazy(() => import("./pages/twin/TwinPage"));
+const ProvisioningKeysPage = lazy(() => import("./pages/provisioning/ProvisioningKeysPage"));
 const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
@@ -34,7 +35,7 @@ export function AppRoutes() {
           <Route path="/fleets/*" element={<FleetsArea />} />
           <Route path="/metrics" element={<MetricsPage />} />
           <Route path="/twin" element={<TwinPage />} />
-          <Route path="/provisioning-keys/*" element={<Pending />} />
+          <Route path="/provisioning-keys/*" element={<ProvisioningKeysPage />} />
           <Route path="/mqtt/*" element={<Pending />} />
           <Route path="/users/*" element={<Pending />} />
           <Route path="/audit/*" element={<Pending />} />
