@@ -5,18 +5,21 @@ import { describe, expect, it, vi } from "vitest";
 
 import type { Release } from "../../api/fleets";
 import { json, mockApi, type Call } from "../../test/fetchMock";
+import { RequireAuth } from "../../auth/RequireAuth";
 import { renderAt, signedInAs } from "../../test/render";
 import { fromRelease, parseEnvironment, toDocument } from "./draft";
 import FleetsArea from "./index";
 
-/** The /fleets area at `url`; its pages are lazy, so under the Suspense boundary the shell gives them. */
+/** The /fleets area at `url` as the app mounts it: behind the login (so the role is known) and, its pages being
+ *  lazy, under a Suspense boundary like the shell's. */
 /** Bodies the page POSTed to `path`, in order. */
 function posted(calls: Call[], path: string): unknown[] {
   return calls.filter((c) => c.method === "POST" && c.url.pathname === path).map((c) => c.body);
 }
 
 function renderArea(url: string) {
-  return renderAt(<Suspense fallback={null}><FleetsArea /></Suspense>, { path: url, pattern: "/fleets/*" });
+  return renderAt(<RequireAuth><Suspense fallback={null}><FleetsArea /></Suspense></RequireAuth>,
+    { path: url, pattern: "/fleets/*" });
 }
 
 configure({ asyncUtilTimeout: 5000 });

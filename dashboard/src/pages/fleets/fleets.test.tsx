@@ -5,16 +5,19 @@ import { describe, expect, it } from "vitest";
 
 import type { Fleet, Release, Rollout } from "../../api/fleets";
 import { json, mockApi, type Call } from "../../test/fetchMock";
+import { RequireAuth } from "../../auth/RequireAuth";
 import { renderAt, signedInAs } from "../../test/render";
 import FleetsArea from "./index";
 
-/** The /fleets area at `url`; its pages are lazy, so under the Suspense boundary the shell gives them. */
+/** The /fleets area at `url` as the app mounts it: behind the login (so the role is known) and, its pages being
+ *  lazy, under a Suspense boundary like the shell's. */
 function posted(calls: Call[], path: string): unknown[] {
   return calls.filter((c) => c.method === "POST" && c.url.pathname === path).map((c) => c.body);
 }
 
 function renderArea(url: string) {
-  return renderAt(<Suspense fallback={null}><FleetsArea /></Suspense>, { path: url, pattern: "/fleets/*" });
+  return renderAt(<RequireAuth><Suspense fallback={null}><FleetsArea /></Suspense></RequireAuth>,
+    { path: url, pattern: "/fleets/*" });
 }
 
 // Lazy pages load on first use; a cold transform of MUI can take longer than the default second.
