@@ -33,7 +33,8 @@ export function AppRoutes() {
           <Route path="/devices" element={<DevicesPage />} />
           <Route path="/devices/:uuid" element={<DevicePage />} />
           <Route path="/fleets/*" element={<FleetsArea />} />
-          <Route path="/metrics" element={<MetricsPage />} />
+          {/* Not /metrics: the API serves Prometheus metrics there (cloud/dashboard.py RESERVED_PREFIXES). */}
+          <Route path="/telemetry" element={<MetricsPage />} />
           <Route path="/twin" element={<TwinPage />} />
           <Route path="/provisioning-keys/*" element={<ProvisioningKeysPage />} />
           <Route path="/mqtt/*" element={<Pending />} />

@@ -268,7 +268,7 @@ def test_map_a_device_to_a_space_and_see_its_readings_there(page: Any, api: http
 def test_a_live_chart_moves(page: Any, api: httpx.Client) -> None:
     devices = wait_until(lambda: demo_devices(api), "the demo devices")
     sign_in(page)
-    page.goto("/metrics")
+    page.goto("/telemetry")
     expect(heading(page, "Metrics")).to_be_visible()
     picker = page.get_by_role("combobox", name="Devices")
     for device in devices[:2]:  # several devices at once
@@ -300,7 +300,7 @@ PAGES: list[tuple[str, str | re.Pattern[str], str]] = [
     ("/fleets/{fleet}", f"Fleet {FLEET}", "fleet"),
     ("/fleets/releases/new", "New release", "release-editor"),
     ("/fleets/releases/{release}", re.compile(re.escape(RELEASE)), "release"),
-    ("/metrics", "Metrics", "metrics"),
+    ("/telemetry", "Metrics", "metrics"),
     ("/twin", "Digital twin", "twin"),
     ("/provisioning-keys", "Provisioning keys", "provisioning-keys"),
     ("/mqtt", re.compile("^MQTT"), "mqtt"),

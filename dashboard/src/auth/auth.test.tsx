@@ -148,3 +148,14 @@ describe("role-aware UI", () => {
     await waitFor(() => expect(screen.getByTestId("location")).toHaveTextContent("/login"));
   });
 });
+
+describe("navigation paths", () => {
+  it("never use a prefix the API keeps for itself (a reload there would get the API, not the page)", async () => {
+    const { NAV } = await import("../components/AppShell");
+    // cloud/dashboard.py RESERVED_PREFIXES
+    const reserved = ["/api", "/ws", "/metrics", "/docs", "/redoc", "/openapi.json", "/health", "/ready"];
+    for (const { to } of NAV) {
+      expect(reserved.filter((p) => to === p || to.startsWith(`${p}/`))).toEqual([]);
+    }
+  });
+});

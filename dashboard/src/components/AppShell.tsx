@@ -44,7 +44,7 @@ export interface NavEntry {
 export const NAV: NavEntry[] = [
   { to: "/devices", label: "Devices", icon: <DevicesIcon /> },
   { to: "/fleets", label: "Fleets & releases", icon: <AccountTreeIcon /> },
-  { to: "/metrics", label: "Metrics", icon: <ShowChartIcon /> },
+  { to: "/telemetry", label: "Metrics", icon: <ShowChartIcon /> },
   { to: "/twin", label: "Digital twin", icon: <ApartmentIcon /> },
   { to: "/provisioning-keys", label: "Provisioning keys", icon: <KeyIcon />, role: "admin" },
   { to: "/mqtt", label: "MQTT", icon: <RouterIcon /> },
