@@ -8,6 +8,8 @@ import { DEVICE_STATUSES, useFleetOptions, type DeviceFilters } from "../../api/
 import { hasFilters } from "./filters";
 
 const ANY = "";
+// Selects show "Any" rather than an empty box under the label.
+const SELECT_PROPS = { inputLabel: { shrink: true }, select: { displayEmpty: true } } as const;
 
 /** Text that updates the filter after typing pauses, so each keystroke does not query 10,000 devices. */
 function useDebounced(value: string, onSettle: (v: string) => void, ms = 300) {
@@ -36,18 +38,18 @@ export function DeviceFilterBar({ filters, onChange }: { filters: DeviceFilters;
       aria-label="Filter devices">
       <TextField size="small" label="Search name or UUID" value={text} onChange={(e) => setText(e.target.value)}
         sx={{ minWidth: 220, flex: "1 1 220px" }} slotProps={{ htmlInput: { maxLength: 128 } }} />
-      <TextField select size="small" label="Online" value={online} sx={{ minWidth: 120 }}
+      <TextField select size="small" label="Online" slotProps={SELECT_PROPS} value={online} sx={{ minWidth: 120 }}
         onChange={(e) => onChange({ ...filters, online: e.target.value === ANY ? undefined : e.target.value === "true" })}>
         <MenuItem value={ANY}>Any</MenuItem>
         <MenuItem value="true">Online</MenuItem>
         <MenuItem value="false">Offline</MenuItem>
       </TextField>
-      <TextField select size="small" label="Status" value={filters.status ?? ANY} sx={{ minWidth: 140 }}
+      <TextField select size="small" label="Status" slotProps={SELECT_PROPS} value={filters.status ?? ANY} sx={{ minWidth: 140 }}
         onChange={(e) => onChange({ ...filters, status: (e.target.value || undefined) as DeviceFilters["status"] })}>
         <MenuItem value={ANY}>Any</MenuItem>
         {DEVICE_STATUSES.map((s) => <MenuItem key={s} value={s}>{s}</MenuItem>)}
       </TextField>
-      <TextField select size="small" label="Fleet" value={filters.fleet ?? ANY} sx={{ minWidth: 160 }}
+      <TextField select size="small" label="Fleet" slotProps={SELECT_PROPS} value={filters.fleet ?? ANY} sx={{ minWidth: 160 }}
         onChange={(e) => onChange({ ...filters, fleet: e.target.value || undefined })}
         helperText={fleets.isError ? "Fleets could not be loaded" : undefined} error={fleets.isError}>
         <MenuItem value={ANY}>Any</MenuItem>
