@@ -15,9 +15,12 @@ function clean(msg: string): string {
   return msg.replace(/^(Value|Assertion) error, /, "");
 }
 
-export function fieldErrors(err: unknown): FieldErrors {
+/** `byCode` places errors that come without `details` (e.g. `weak_password`) at a field by their error code. */
+export function fieldErrors(err: unknown, byCode: Record<string, string> = {}): FieldErrors {
   if (!(err instanceof ApiError)) return { byPath: {}, message: err == null ? null : String(err) };
   const byPath: Record<string, string> = {};
+  const coded = byCode[err.error];
+  if (coded !== undefined && !Array.isArray(err.details)) byPath[coded] = err.message;
   if (Array.isArray(err.details)) {
     for (const d of err.details as { loc?: unknown; msg?: unknown }[]) {
       if (!Array.isArray(d.loc) || typeof d.msg !== "string") continue;
