@@ -20,6 +20,7 @@ const FleetsArea = lazy(() => import("./pages/fleets"));
 const MetricsPage = lazy(() => import("./pages/metrics/MetricsPage"));
 const TwinPage = lazy(() => import("./pages/twin/TwinPage"));
 const ProvisioningKeysPage = lazy(() => import("./pages/provisioning/ProvisioningKeysPage"));
+const MqttArea = lazy(() => import("./pages/mqtt"));
 const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
@@ -37,7 +38,7 @@ export function AppRoutes() {
           <Route path="/telemetry" element={<MetricsPage />} />
           <Route path="/twin" element={<TwinPage />} />
           <Route path="/provisioning-keys/*" element={<ProvisioningKeysPage />} />
-          <Route path="/mqtt/*" element={<Pending />} />
+          <Route path="/mqtt/*" element={<MqttArea />} />
           <Route path="/users/*" element={<Pending />} />
           <Route path="/audit/*" element={<Pending />} />
           <Route path="/licence/*" element={<Pending />} />
