@@ -26,6 +26,19 @@ function formatTime(span: number) {
   };
 }
 
+/** Five evenly spaced instants across the range (the axis otherwise labels only the data's own instants). */
+function timeTicks([start, end]: [number, number]): number[] {
+  if (!(end > start)) return [start];
+  return Array.from({ length: 5 }, (_, i) => Math.round(start + ((end - start) * i) / 4));
+}
+
+/** A line of a few points is drawn with its points, so a single reading is not invisible. */
+function sparse(rows: ChartModel["rows"], key: string): boolean {
+  let n = 0;
+  for (const row of rows) if (row[key] !== undefined && ++n > 30) return false;
+  return true;
+}
+
 export default function ChartGrid({ charts, colorIndex, domain, height = 260 }: Props) {
   return (
     <Box sx={{ display: "grid", gap: 2, gridTemplateColumns: { xs: "1fr", lg: "1fr 1fr" } }}>
@@ -34,6 +47,7 @@ export default function ChartGrid({ charts, colorIndex, domain, height = 260 }: 
         const last = chart.rows[chart.rows.length - 1]?.t ?? 0;
         const span = domain ? domain[1] - domain[0] : last - first;
         const title = chart.unit ? `${chart.metric} (${chart.unit})` : chart.metric;
+        const xDomain: [number, number] = domain ?? [first, last];
         return (
           <Paper key={chart.metric} variant="outlined" sx={{ p: 2, minWidth: 0 }} component="figure"
             aria-label={`Chart of ${title}`} data-testid={`chart-${chart.metric}`}
@@ -44,15 +58,16 @@ export default function ChartGrid({ charts, colorIndex, domain, height = 260 }: 
               <ResponsiveContainer width="100%" height="100%" initialDimension={{ width: 400, height }}>
                 <LineChart data={chart.rows} margin={{ top: 8, right: 16, bottom: 0, left: 0 }}>
                   <CartesianGrid strokeDasharray="3 3" />
-                  <XAxis dataKey="t" type="number" scale="time" domain={domain ?? ["dataMin", "dataMax"]}
-                    allowDataOverflow tickFormatter={formatTime(span)} minTickGap={24} />
+                  <XAxis dataKey="t" type="number" scale="time" domain={xDomain} allowDataOverflow
+                    ticks={timeTicks(xDomain)} tickFormatter={formatTime(span)} minTickGap={24} />
                   <YAxis width={56} domain={["auto", "auto"]} tickFormatter={formatValue} />
                   <Tooltip labelFormatter={(t) => new Date(Number(t)).toLocaleString()}
                     formatter={(v) => formatValue(v)} />
                   <Legend />
                   {chart.lines.map((line) => (
-                    <Line key={line.key} dataKey={line.key} name={line.label} type="monotone" dot={false}
+                    <Line key={line.key} dataKey={line.key} name={line.label} type="monotone"
                       stroke={lineColor(colorIndex(line.key))} strokeWidth={2} connectNulls
+                      dot={sparse(chart.rows, line.key) ? { r: 3 } : false}
                       isAnimationActive={false} />
                   ))}
                 </LineChart>

@@ -2,7 +2,7 @@
 // loaded only when the twin page decides WebGL is there.
 
 import { useEffect, useMemo, useRef, useState } from "react";
-import ForceGraph3D from "react-force-graph-3d";
+import ForceGraph3D, { type ForceGraphMethods } from "react-force-graph-3d";
 
 import type { TwinGraph, TwinNode } from "../../api/twin";
 import { kindColor } from "./colors";
@@ -19,6 +19,8 @@ type ViewNode = TwinNode & { x?: number; y?: number; z?: number };
 export default function Graph3D({ graph, selected, onSelect, height }: Props) {
   const box = useRef<HTMLDivElement>(null);
   const [width, setWidth] = useState(0);
+  const view = useRef<ForceGraphMethods<ViewNode> | undefined>(undefined);
+  const fitted = useRef(false);
   useEffect(() => {
     const el = box.current;
     if (!el) return;
@@ -33,10 +35,14 @@ export default function Graph3D({ graph, selected, onSelect, height }: Props) {
     nodes: graph.nodes.map((n) => ({ ...n })),
     links: graph.links.map((l) => ({ ...l })),
   }), [graph]);
+  useEffect(() => {
+    fitted.current = false;
+  }, [data]);
   return (
     <div ref={box} data-testid="graph-3d" style={{ width: "100%", height }}>
       {width > 0 && (
         <ForceGraph3D<ViewNode>
+          ref={view}
           graphData={data}
           width={width}
           height={height}
@@ -49,6 +55,12 @@ export default function Graph3D({ graph, selected, onSelect, height }: Props) {
           onNodeClick={(n) => typeof n.id === "number" && onSelect(n.id)}
           // The layout settles and then stops, so an idle page costs no CPU.
           cooldownTime={8000}
+          // Once settled, frame the whole building (only the first time: later the user's camera is kept).
+          onEngineStop={() => {
+            if (fitted.current) return;
+            fitted.current = true;
+            view.current?.zoomToFit(400, 40);
+          }}
           showNavInfo={false}
         />
       )}

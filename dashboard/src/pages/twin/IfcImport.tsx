@@ -69,7 +69,7 @@ export function IfcImport() {
   const cancelled = send.error instanceof DOMException && send.error.name === "AbortError";
 
   return (
-    <Box component="section" aria-label="Import an IFC file">
+    <Box component="section" aria-label="IFC import">
       <Box component="form" sx={{ display: "flex", flexWrap: "wrap", gap: 2, alignItems: "center" }}
         onSubmit={(e) => {
           e.preventDefault();

@@ -19,7 +19,7 @@ export function ImportReport({ report, filename }: { report: Report; filename: s
     ...Object.keys(report.updated), ...Object.keys(report.deleted)])]
     .filter((k) => report.counts[k] || report.created[k] || report.updated[k] || report.deleted[k]);
   return (
-    <Box data-testid="import-report">
+    <Box component="section" aria-label="Import report" data-testid="import-report">
       <Alert severity="success" sx={{ mb: 2 }}>
         <AlertTitle>Imported {filename}</AlertTitle>
         {report.schema}: {report.nodes} nodes and {report.edges} relationships in the file;
