@@ -132,11 +132,12 @@ class Platform:
 
 
 @pytest.fixture(scope="session")
-def dashboard_build() -> Path:
+def dashboard_build(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the build: a rebuild during the run (vite empties dist/ first) must not pull pages away."""
     if not (DIST / "index.html").is_file():
         unavailable(f"the dashboard is not built ({DIST}/index.html missing): run `npm ci && npm run build` in "
                     "dashboard/ (scripts/test.sh does)")
-    return DIST
+    return Path(shutil.copytree(DIST, tmp_path_factory.mktemp("dashboard") / "dist"))
 
 
 @pytest.fixture(scope="session")
