@@ -185,21 +185,30 @@ def test_keys_compare_in_constant_time_and_never_reach_the_log() -> None:
     assert RedactApiKey().filter(record) and "lk_secret" not in record.getMessage()
 
 
-async def test_the_served_api_never_logs_the_key(agent: Agent, caplog: pytest.LogCaptureFixture) -> None:
+async def test_the_served_api_never_logs_the_key(agent: Agent, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Read where the server writes: the access logger itself (its level and propagation are process-wide state
+    # that earlier test servers, e.g. uvicorn.Config(log_level="warning", access_log=False), may have changed).
+    access = logging.getLogger("uvicorn.access")
+    records: list[logging.LogRecord] = []
+    collector = logging.Handler(logging.INFO)
+    collector.emit = records.append  # type: ignore[method-assign]
+    monkeypatch.setattr(access, "disabled", False)
+    monkeypatch.setattr(access, "level", logging.INFO)
+    access.addHandler(collector)
     key = agent.identity.local_api_key
     server = device_api_server(agent, port=free_port())
     task = asyncio.create_task(server.serve())
     try:
         await eventually(lambda: server.started, 10, "the server")
         base = f"http://127.0.0.1:{server.config.port}"
-        with caplog.at_level(logging.INFO):
-            async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-                assert (await client.get("/v2/version", params={"apikey": key})).status_code == 200
-                assert (await client.get("/v2/version", params={"apikey": key + "x"})).status_code == 401
-        server_log = "\n".join(r.getMessage() for r in caplog.records if r.name != "httpx")  # not the client's
-        assert server_log.count("/v2/version?apikey=*** HTTP/1.1") == 2
+        async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+            assert (await client.get("/v2/version", params={"apikey": key})).status_code == 200
+            assert (await client.get("/v2/version", params={"apikey": key + "x"})).status_code == 401
+        server_log = "\n".join(r.getMessage() for r in records)
+        assert server_log.count("/v2/version?apikey=*** HTTP/1.1") == 2, server_log
         assert key not in server_log
     finally:
+        access.removeHandler(collector)
         server.should_exit = True
         await asyncio.wait_for(task, 10)
 
