@@ -21,6 +21,7 @@ const MetricsPage = lazy(() => import("./pages/metrics/MetricsPage"));
 const TwinPage = lazy(() => import("./pages/twin/TwinPage"));
 const ProvisioningKeysPage = lazy(() => import("./pages/provisioning/ProvisioningKeysPage"));
 const MqttArea = lazy(() => import("./pages/mqtt"));
+const UsersPage = lazy(() => import("./pages/users/UsersPage"));
 const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
@@ -39,7 +40,7 @@ export function AppRoutes() {
           <Route path="/twin" element={<TwinPage />} />
           <Route path="/provisioning-keys/*" element={<ProvisioningKeysPage />} />
           <Route path="/mqtt/*" element={<MqttArea />} />
-          <Route path="/users/*" element={<Pending />} />
+          <Route path="/users/*" element={<UsersPage />} />
           <Route path="/audit/*" element={<Pending />} />
           <Route path="/licence/*" element={<Pending />} />
           <Route path="*" element={<Navigate to="/devices" replace />} />
