@@ -1,7 +1,7 @@
 import { configure, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { Suspense } from "react";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 
 import type { Fleet, Release, Rollout } from "../../api/fleets";
 import { json, mockApi, type Call } from "../../test/fetchMock";
@@ -22,6 +22,8 @@ function renderArea(url: string) {
 
 // Lazy pages load on first use; a cold transform of MUI can take longer than the default second.
 configure({ asyncUtilTimeout: 5000 });
+// Forms of MUI fields typed into key by key in jsdom, on a shared CI machine: seconds per test.
+vi.setConfig({ testTimeout: 20_000 });
 
 const north: Fleet = { id: 1, name: "north", description: "Northern sites", deviceCount: 2,
   createdAt: "2026-01-01T00:00:00Z" };

@@ -1,7 +1,7 @@
 import { configure, screen, waitFor, within } from "@testing-library/react";
 import userEvent from "@testing-library/user-event";
 import { Suspense } from "react";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 
 import type { MqttAccount } from "../../api/mqtt";
 import type { Role } from "../../api/types";
@@ -11,6 +11,8 @@ import { renderAt, signedInAs } from "../../test/render";
 import MqttArea from "./index";
 
 configure({ asyncUtilTimeout: 5000 });
+// Forms of MUI fields typed into key by key in jsdom, on a shared CI machine: seconds per test.
+vi.setConfig({ testTimeout: 20_000 });
 
 type Routes = Parameters<typeof mockApi>[0];
 

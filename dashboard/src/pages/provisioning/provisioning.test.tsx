@@ -9,6 +9,8 @@ import { renderAt, signedInAs } from "../../test/render";
 import ProvisioningKeysPage from "./ProvisioningKeysPage";
 
 configure({ asyncUtilTimeout: 5000 });
+// Forms of MUI fields typed into key by key in jsdom, on a shared CI machine: seconds per test.
+vi.setConfig({ testTimeout: 20_000 });
 
 const key: ProvisioningKey = { id: "k1", keyPrefix: "pk_abc1234", description: "greenhouse batch",
   fleet: { id: 1, name: "north" }, maxDevices: 10, devicesRegistered: 3, expiresAt: null, revokedAt: null,
