@@ -12,8 +12,7 @@ function serviceCount(r: Release): number {
   return Object.values(r.document.apps ?? {}).reduce((n, a) => n + a.services.length, 0);
 }
 
-/** Releases, newest first. The API gives no total, so the pager asks for one more row to know if there is a next
- *  page. */
+/** Releases, newest first. */
 export function ReleaseList({ fleets, fleetId }: { fleets: Fleet[] | undefined; fleetId?: number }) {
   const [page, setPage] = useState(0);
   const releases = useReleases({ fleet: fleetId, limit: PAGE + 1, offset: page * PAGE });
@@ -44,7 +43,8 @@ export function ReleaseList({ fleets, fleetId }: { fleets: Fleet[] | undefined; 
         A release names the apps and services devices run; deploy it to a fleet or a tag.
       </EmptyState>}
       paging={page > 0 || hasMore ? {
-        page, pageSize: PAGE, total: hasMore ? (page + 2) * PAGE : page * PAGE + (rows?.length ?? 0),
+        // -1 is MUI's "more than": the API has no total, one more row was asked for to know a next page exists.
+        page, pageSize: PAGE, total: hasMore ? -1 : page * PAGE + (rows?.length ?? 0),
         onPageChange: setPage, pageSizeOptions: [PAGE],
       } : undefined}
     />
