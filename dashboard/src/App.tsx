@@ -22,6 +22,7 @@ const TwinPage = lazy(() => import("./pages/twin/TwinPage"));
 const ProvisioningKeysPage = lazy(() => import("./pages/provisioning/ProvisioningKeysPage"));
 const MqttArea = lazy(() => import("./pages/mqtt"));
 const UsersPage = lazy(() => import("./pages/users/UsersPage"));
+const AuditPage = lazy(() => import("./pages/audit/AuditPage"));
 const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
@@ -41,7 +42,7 @@ export function AppRoutes() {
           <Route path="/provisioning-keys/*" element={<ProvisioningKeysPage />} />
           <Route path="/mqtt/*" element={<MqttArea />} />
           <Route path="/users/*" element={<UsersPage />} />
-          <Route path="/audit/*" element={<Pending />} />
+          <Route path="/audit/*" element={<AuditPage />} />
           <Route path="/licence/*" element={<Pending />} />
           <Route path="*" element={<Navigate to="/devices" replace />} />
         </Route>
