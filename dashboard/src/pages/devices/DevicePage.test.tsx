@@ -247,3 +247,12 @@ describe("device page helpers", () => {
     expect(mergePoints(seed, live, 15)).toEqual([{ t: 20, v: 2 }, { t: 30, v: 3 }]);
   });
 });
+
+describe("live chart defaults", () => {
+  it("charts load and common readings first, two at most", async () => {
+    const { defaultSelection } = await import("./LiveMetricsCard");
+    expect(defaultSelection(["gas", "humidity", "pressure", "temperature"])).toEqual(["temperature", "humidity"]);
+    expect(defaultSelection(["b", "a"])).toEqual(["b", "a"]);
+    expect(defaultSelection([])).toEqual([]);
+  });
+});

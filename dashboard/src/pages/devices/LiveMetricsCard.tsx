@@ -38,9 +38,9 @@ export function mergePoints(seed: Point[], live: Point[], cutoff: number): Point
   return [...seed, ...live.filter((p) => p.t > lastSeed)].filter((p) => p.t >= cutoff);
 }
 
-/** Prefer the device's system metrics first so a fresh page shows something meaningful. */
+/** Prefer the device's load and the common sensor readings so a fresh page shows something meaningful. */
 export function defaultSelection(metrics: string[]): string[] {
-  const preferred = ["system.cpu", "system.memory", "system.temperature"];
+  const preferred = ["system.cpu", "system.memory", "temperature", "humidity"];
   const first = preferred.filter((m) => metrics.includes(m));
   return [...first, ...metrics.filter((m) => !first.includes(m))].slice(0, 2);
 }

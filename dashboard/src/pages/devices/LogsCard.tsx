@@ -35,6 +35,7 @@ export function LogsCard({ uuid, services }: { uuid: string; services: string[] 
         <Stack direction="row" alignItems="center" spacing={2} flexWrap="wrap" useFlexGap sx={{ mb: 1 }}>
           <Typography variant="h6" component="h2" sx={{ flexGrow: 1 }}>Logs</Typography>
           <TextField select size="small" label="Service" value={service} onChange={(e) => setService(e.target.value)}
+            slotProps={{ inputLabel: { shrink: true }, select: { displayEmpty: true } }}
             sx={{ minWidth: 160 }}>
             <MenuItem value="">All services</MenuItem>
             {services.map((s) => <MenuItem key={s} value={s}>{s}</MenuItem>)}
