@@ -23,6 +23,7 @@ const ProvisioningKeysPage = lazy(() => import("./pages/provisioning/Provisionin
 const MqttArea = lazy(() => import("./pages/mqtt"));
 const UsersPage = lazy(() => import("./pages/users/UsersPage"));
 const AuditPage = lazy(() => import("./pages/audit/AuditPage"));
+const LicencePage = lazy(() => import("./pages/licence/LicencePage"));
 const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
@@ -43,7 +44,7 @@ export function AppRoutes() {
           <Route path="/mqtt/*" element={<MqttArea />} />
           <Route path="/users/*" element={<UsersPage />} />
           <Route path="/audit/*" element={<AuditPage />} />
-          <Route path="/licence/*" element={<Pending />} />
+          <Route path="/licence/*" element={<LicencePage />} />
           <Route path="*" element={<Navigate to="/devices" replace />} />
         </Route>
       </Routes>
