@@ -32,6 +32,18 @@ function timeTicks([start, end]: [number, number]): number[] {
   return Array.from({ length: 5 }, (_, i) => Math.round(start + ((end - start) * i) / 4));
 }
 
+/** Room for the longest value label (a fixed width cut "1007.44 hPa" to "07.44"). */
+function axisWidth(chart: ChartModel): number {
+  let longest = 1;
+  for (const row of chart.rows) {
+    for (const line of chart.lines) {
+      const v = row[line.key];
+      if (v !== undefined) longest = Math.max(longest, formatValue(v).length);
+    }
+  }
+  return Math.min(100, 16 + longest * 8);
+}
+
 /** A line of a few points is drawn with its points, so a single reading is not invisible. */
 function sparse(rows: ChartModel["rows"], key: string): boolean {
   let n = 0;
@@ -60,7 +72,7 @@ export default function ChartGrid({ charts, colorIndex, domain, height = 260 }: 
                   <CartesianGrid strokeDasharray="3 3" />
                   <XAxis dataKey="t" type="number" scale="time" domain={xDomain} allowDataOverflow
                     ticks={timeTicks(xDomain)} tickFormatter={formatTime(span)} minTickGap={24} />
-                  <YAxis width={56} domain={["auto", "auto"]} tickFormatter={formatValue} />
+                  <YAxis width={axisWidth(chart)} domain={["auto", "auto"]} tickFormatter={formatValue} />
                   <Tooltip labelFormatter={(t) => new Date(Number(t)).toLocaleString()}
                     formatter={(v) => formatValue(v)} />
                   <Legend />

@@ -39,7 +39,7 @@ export default function Graph3D({ graph, selected, onSelect, height }: Props) {
     fitted.current = false;
   }, [data]);
   return (
-    <div ref={box} data-testid="graph-3d" style={{ width: "100%", height }}>
+    <div ref={box} data-testid="graph-3d" style={{ width: "100%", height, lineHeight: 0 }}>
       {width > 0 && (
         <ForceGraph3D<ViewNode>
           ref={view}
@@ -54,7 +54,7 @@ export default function Graph3D({ graph, selected, onSelect, height }: Props) {
           linkDirectionalArrowLength={2}
           onNodeClick={(n) => typeof n.id === "number" && onSelect(n.id)}
           // The layout settles and then stops, so an idle page costs no CPU.
-          cooldownTime={8000}
+          cooldownTime={5000}
           // Once settled, frame the whole building (only the first time: later the user's camera is kept).
           onEngineStop={() => {
             if (fitted.current) return;
