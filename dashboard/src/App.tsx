@@ -24,7 +24,6 @@ const MqttArea = lazy(() => import("./pages/mqtt"));
 const UsersPage = lazy(() => import("./pages/users/UsersPage"));
 const AuditPage = lazy(() => import("./pages/audit/AuditPage"));
 const LicencePage = lazy(() => import("./pages/licence/LicencePage"));
-const Pending = lazy(() => import("./components/Pending"));
 
 export function AppRoutes() {
   return (
