@@ -93,3 +93,67 @@ describe("api client", () => {
     expect(buildQuery({})).toBe("");
   });
 });
+
+/** Stands in for XMLHttpRequest (jsdom's would try the network): replies with queued responses in order. */
+class FakeXhr {
+  static replies: { status: number; body: string }[] = [];
+  static sent: { method: string; url: string; headers: Record<string, string> }[] = [];
+  status = 0;
+  statusText = "";
+  responseText = "";
+  upload: { onprogress: ((e: { lengthComputable: boolean; loaded: number; total: number }) => void) | null } =
+    { onprogress: null };
+  onload: (() => void) | null = null;
+  onerror: (() => void) | null = null;
+  onabort: (() => void) | null = null;
+  private method = "";
+  private url = "";
+  private headers: Record<string, string> = {};
+  open(method: string, url: string) {
+    this.method = method;
+    this.url = url;
+  }
+  setRequestHeader(k: string, v: string) {
+    this.headers[k.toLowerCase()] = v;
+  }
+  getResponseHeader() {
+    return "application/json";
+  }
+  abort() {
+    this.onabort?.();
+  }
+  send() {
+    FakeXhr.sent.push({ method: this.method, url: this.url, headers: this.headers });
+    const reply = FakeXhr.replies.shift()!;
+    setTimeout(() => {
+      this.upload.onprogress?.({ lengthComputable: true, loaded: 50, total: 100 });
+      this.upload.onprogress?.({ lengthComputable: true, loaded: 100, total: 100 });
+      this.status = reply.status;
+      this.responseText = reply.body;
+      this.onload?.();
+    }, 0);
+  }
+}
+
+describe("upload", () => {
+  it("reports progress, sends the token, refreshes once on 401 and maps errors", async () => {
+    const { upload } = await import("./client");
+    vi.stubGlobal("XMLHttpRequest", FakeXhr);
+    FakeXhr.sent = [];
+    tokens.set(pair(1));
+    mockApi({ "POST /api/v1/auth/refresh": () => json(pair(2)) });
+    FakeXhr.replies = [
+      { status: 401, body: JSON.stringify({ error: "unauthorized", message: "expired" }) },
+      { status: 202, body: JSON.stringify({ id: 7 }) },
+    ];
+    const progress: number[] = [];
+    await expect(upload("/api/v1/twin/imports", new FormData(), { onProgress: (f) => progress.push(f) }))
+      .resolves.toEqual({ id: 7 });
+    expect(FakeXhr.sent.map((s) => s.headers.authorization)).toEqual(["Bearer access-1", "Bearer access-2"]);
+    expect(progress.slice(-2)).toEqual([0.5, 1]);
+
+    FakeXhr.replies = [{ status: 413, body: JSON.stringify({ error: "payload_too_large", message: "file too large" }) }];
+    await expect(upload("/api/v1/twin/imports", new FormData())).rejects
+      .toMatchObject({ status: 413, message: "file too large" });
+  });
+});
