@@ -1,7 +1,7 @@
 // The 3D force-directed view. This module (three.js and the force engine, ~200 KB gzipped) is its own chunk,
 // loaded only when the twin page decides WebGL is there.
 
-import { useEffect, useMemo, useRef, useState } from "react";
+import { useCallback, useEffect, useMemo, useRef, useState } from "react";
 import ForceGraph3D, { type ForceGraphMethods } from "react-force-graph-3d";
 
 import type { TwinGraph, TwinNode } from "../../api/twin";
@@ -21,6 +21,16 @@ export default function Graph3D({ graph, selected, onSelect, height }: Props) {
   const [width, setWidth] = useState(0);
   const view = useRef<ForceGraphMethods<ViewNode> | undefined>(undefined);
   const fitted = useRef(false);
+  const settled = useRef(false);
+  const idle = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  // three.js redraws on every animation frame even when nothing moves. Once the layout has settled, drawing
+  // pauses a few seconds after the last pointer or wheel event over the view (and after a new selection).
+  const wake = useCallback(() => {
+    view.current?.resumeAnimation();
+    clearTimeout(idle.current);
+    if (settled.current) idle.current = setTimeout(() => view.current?.pauseAnimation(), 4000);
+  }, []);
+  useEffect(() => () => clearTimeout(idle.current), []);
   useEffect(() => {
     const el = box.current;
     if (!el) return;
@@ -37,9 +47,14 @@ export default function Graph3D({ graph, selected, onSelect, height }: Props) {
   }), [graph]);
   useEffect(() => {
     fitted.current = false;
+    settled.current = false;
+    clearTimeout(idle.current);
+    view.current?.resumeAnimation();
   }, [data]);
+  useEffect(wake, [selected, width, wake]);
   return (
-    <div ref={box} data-testid="graph-3d" style={{ width: "100%", height, lineHeight: 0 }}>
+    <div ref={box} data-testid="graph-3d" onPointerMove={wake} onPointerDown={wake} onWheel={wake}
+      style={{ width: "100%", height, lineHeight: 0, overflow: "hidden", position: "relative" }}>
       {width > 0 && (
         <ForceGraph3D<ViewNode>
           ref={view}
@@ -53,13 +68,15 @@ export default function Graph3D({ graph, selected, onSelect, height }: Props) {
           linkColor={() => "rgba(200,210,230,0.35)"}
           linkDirectionalArrowLength={2}
           onNodeClick={(n) => typeof n.id === "number" && onSelect(n.id)}
-          // The layout settles and then stops, so an idle page costs no CPU.
           cooldownTime={5000}
           // Once settled, frame the whole building (only the first time: later the user's camera is kept).
           onEngineStop={() => {
-            if (fitted.current) return;
-            fitted.current = true;
-            view.current?.zoomToFit(400, 40);
+            settled.current = true;
+            if (!fitted.current) {
+              fitted.current = true;
+              view.current?.zoomToFit(400, 40);
+            }
+            wake();
           }}
           showNavInfo={false}
         />

@@ -74,7 +74,7 @@ export default function TwinPage() {
               <Paper variant="outlined" sx={{ p: 1, minWidth: 0 }} component="section" aria-label="Building tree">
                 <BuildingTree forest={forest} selected={selected} onSelect={setSelected} height={480} />
               </Paper>
-              <Paper variant="outlined" sx={{ overflow: "hidden", minWidth: 0 }} component="section"
+              <Paper variant="outlined" sx={{ overflow: "hidden", minWidth: 0, alignSelf: "start" }} component="section"
                 aria-label="3D view">
                 <GraphView graph={graph.data} selected={selected} onSelect={setSelected} height={480} />
               </Paper>
