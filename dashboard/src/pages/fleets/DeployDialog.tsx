@@ -47,7 +47,9 @@ export function DeployDialog({ release, defaultFleet, open, onClose, onDeployed 
             (the fleet's devices with the tag).
           </DialogContentText>
           <Stack spacing={2}>
-            <TextField select label="Fleet" value={fleet} onChange={(e) => setFleet(e.target.value)}
+            {/* Until the fleets are loaded the select has no option for the preselected one. */}
+            <TextField select label="Fleet" value={fleets.data?.some((f) => f.name === fleet) ? fleet : ""}
+              onChange={(e) => setFleet(e.target.value)}
               helperText={fleets.error ? `Fleets could not be loaded: ${errorMessage(fleets.error)}` : undefined}>
               <MenuItem value="">Any fleet</MenuItem>
               {(fleets.data ?? []).map((f) => (

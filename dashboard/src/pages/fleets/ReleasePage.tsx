@@ -6,8 +6,10 @@ import Button from "@mui/material/Button";
 import Card from "@mui/material/Card";
 import CardContent from "@mui/material/CardContent";
 import Link from "@mui/material/Link";
+import MenuItem from "@mui/material/MenuItem";
+import TextField from "@mui/material/TextField";
 import Typography from "@mui/material/Typography";
-import { useState } from "react";
+import { useState, type FormEvent } from "react";
 import { Link as RouterLink, useParams, useSearchParams } from "react-router-dom";
 
 import { useFleets, useRelease, type Release, type Selection, type TargetService } from "../../api/fleets";
@@ -35,6 +37,37 @@ const serviceColumns: Column<ServiceRow>[] = [
     render: (s) => Object.keys(s.config.environment ?? {}).join(", ") || "—" },
   { key: "volumes", header: "Volumes", hideBelow: "lg", render: (s) => (s.config.volumes ?? []).join(", ") || "—" },
 ];
+
+function toParams(selection: Selection): URLSearchParams {
+  const params = new URLSearchParams();
+  if (selection.fleet) params.set("fleet", selection.fleet);
+  if (selection.tag) params.set("tag", selection.tag);
+  return params;
+}
+
+/** Which devices the rollout view watches: a fleet and/or a tag, or (neither) those running this release. */
+function SelectionForm({ selection, fleets, onChange }: { selection: Selection; fleets: string[];
+  onChange: (s: Selection) => void }) {
+  const [fleet, setFleet] = useState(selection.fleet ?? "");
+  const [tag, setTag] = useState(selection.tag ?? "");
+  const submit = (e: FormEvent) => {
+    e.preventDefault();
+    onChange({ fleet: fleet || undefined, tag: tag.trim() || undefined });
+  };
+  return (
+    <Box component="form" onSubmit={submit} noValidate aria-label="Devices to watch"
+      sx={{ display: "flex", gap: 1, flexWrap: "wrap", alignItems: "center", mb: 2 }}>
+      <TextField select size="small" label="Watch fleet" sx={{ minWidth: 180 }}
+        value={fleets.includes(fleet) ? fleet : ""} onChange={(e) => setFleet(e.target.value)}>
+        <MenuItem value="">Any fleet</MenuItem>
+        {fleets.map((f) => <MenuItem key={f} value={f}>{f}</MenuItem>)}
+      </TextField>
+      <TextField size="small" label="Watch tag" placeholder="key or key:value" value={tag}
+        onChange={(e) => setTag(e.target.value)} />
+      <Button type="submit">Show</Button>
+    </Box>
+  );
+}
 
 function services(release: Release): ServiceRow[] {
   return Object.values(release.document.apps ?? {}).flatMap((app) =>
@@ -90,17 +123,20 @@ export default function ReleasePage() {
         <DataTable label="Services" columns={serviceColumns} rows={services(r)}
           rowKey={(s) => `${s.appId}/${s.serviceId}`} />
       </Box>
-      <RolloutView releaseId={r.id} selection={selection} />
+      {/* A new selection starts the view afresh (first page, every state). */}
+      <RolloutView key={`${selection.fleet ?? ""}|${selection.tag ?? ""}`} releaseId={r.id} selection={selection}
+        controls={
+        <SelectionForm key={`${selection.fleet ?? ""}|${selection.tag ?? ""}`} selection={selection}
+          fleets={fleets.data?.map((f) => f.name) ?? []}
+          onChange={(sel) => setParams(toParams(sel), { replace: true })} />
+      } />
       {deploying && (
         <DeployDialog release={r} open defaultFleet={selection.fleet ?? fleetName}
           onClose={() => setDeploying(false)}
           onDeployed={(sel, count) => {
             setDeploying(false);
             setDeployed(`Deployed to ${count} device${count === 1 ? "" : "s"}. They pick it up on their next poll.`);
-            const next = new URLSearchParams();
-            if (sel.fleet) next.set("fleet", sel.fleet);
-            if (sel.tag) next.set("tag", sel.tag);
-            setParams(next, { replace: true });
+            setParams(toParams(sel), { replace: true });
           }} />
       )}
     </>

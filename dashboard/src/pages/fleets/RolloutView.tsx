@@ -4,7 +4,7 @@ import LinearProgress from "@mui/material/LinearProgress";
 import Link from "@mui/material/Link";
 import Stack from "@mui/material/Stack";
 import Typography from "@mui/material/Typography";
-import { useState } from "react";
+import { useState, type ReactNode } from "react";
 import { Link as RouterLink } from "react-router-dom";
 
 import { ROLLOUT_STATES, useRollout, type RolloutDevice, type RolloutState, type Selection } from "../../api/fleets";
@@ -45,8 +45,8 @@ const columns: Column<RolloutDevice>[] = [
 
 /** Devices converging on a release, refreshed every few seconds: how many run it, which are still updating, and the
  *  ones that need a look (failed, offline) first. */
-export function RolloutView({ releaseId, selection, refreshMs }: { releaseId: number; selection: Selection;
-  refreshMs?: number }) {
+export function RolloutView({ releaseId, selection, refreshMs, controls }: { releaseId: number;
+  selection: Selection; refreshMs?: number; controls?: ReactNode }) {
   const [state, setState] = useState<RolloutState | undefined>();
   const [page, setPage] = useState(0);
   const [pageSize, setPageSize] = useState(25);
@@ -63,11 +63,18 @@ export function RolloutView({ releaseId, selection, refreshMs }: { releaseId: nu
       <Typography color="text.secondary" gutterBottom>
         {describe(selection)}; refreshed every {Math.round((refreshMs ?? 3000) / 1000)} s
       </Typography>
+      {controls}
       {summary && (
         <Box sx={{ mb: 2 }}>
           <Typography aria-live="polite" data-testid="rollout-progress">
-            {done} of {targeted} device{targeted === 1 ? "" : "s"} converged
+            {targeted ? `${done} of ${targeted} device${targeted === 1 ? "" : "s"} converged`
+              : "No device here has this release deployed"}
           </Typography>
+          {summary.other_release > 0 && (
+            <Typography variant="body2" color="text.secondary">
+              {summary.other_release} device{summary.other_release === 1 ? " runs" : "s run"} another release
+            </Typography>
+          )}
           <LinearProgress variant="determinate" value={targeted ? (100 * done) / targeted : 0}
             aria-label="Devices converged" sx={{ my: 1, height: 8, borderRadius: 1 }} />
           <Stack direction="row" spacing={1} useFlexGap sx={{ flexWrap: "wrap" }} role="group"

@@ -199,6 +199,29 @@ describe("release page", () => {
     expect(await within(dialog).findByRole("alert")).toHaveTextContent("tag must be key or key:value");
   });
 
+  it("watches the devices of a chosen fleet and tag, kept in the address", async () => {
+    const user = userEvent.setup();
+    const { calls } = mockApi({ ...signedInAs("viewer"),
+      "GET /api/v1/fleets": () => json([north]),
+      "GET /api/v1/releases/7": () => json(release),
+      "GET /api/v1/releases/7/rollout": () => json(rollout({ other_release: 3 })),
+    });
+    renderArea("/fleets/releases/7");
+    expect(await screen.findByText(/devices running this release;/)).toBeInTheDocument();
+    const form = screen.getByRole("form", { name: "Devices to watch" });
+    await user.click(within(form).getByRole("combobox", { name: "Watch fleet" }));
+    await user.click(await screen.findByRole("option", { name: "north" }));
+    await user.type(within(form).getByRole("textbox", { name: "Watch tag" }), "ring:canary");
+    await user.click(within(form).getByRole("button", { name: "Show" }));
+    await waitFor(() => expect(screen.getByTestId("location"))
+      .toHaveTextContent("/fleets/releases/7?fleet=north&tag=ring%3Acanary"));
+    expect(await screen.findByText(/fleet north with tag ring:canary;/)).toBeInTheDocument();
+    const last = calls.filter((c) => c.url.pathname.endsWith("/rollout")).at(-1)!.url.searchParams;
+    expect([last.get("fleet"), last.get("tag")]).toEqual(["north", "ring:canary"]);
+    expect(screen.getByTestId("rollout-progress")).toHaveTextContent("No device here has this release deployed");
+    expect(screen.getByText("3 devices run another release")).toBeInTheDocument();
+  });
+
   it("gives a viewer the rollout but no deploy or edit", async () => {
     mockApi({ ...signedInAs("viewer"),
       "GET /api/v1/fleets": () => json([north]),
