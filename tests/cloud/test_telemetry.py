@@ -166,6 +166,25 @@ async def test_raw_readings_with_limit(api, owner):
     assert r.json()["readings"] == [{"ts": "2026-11-27T10:00:10Z", "value": 50.0}]
 
 
+async def test_raw_readings_newest_first_picked_still_oldest_first(api, owner):
+    """A live chart starts from the last readings before now: `newest` keeps the end of the range."""
+    a, _ = await seeded(api, owner)
+    window = {"from": iso(at(0)), "to": iso(at(3)), "bucket": 0}
+    r = await series(api, owner, a, **window, limit=2, newest="true")
+    assert r.status_code == 200, r.text
+    assert r.json()["readings"] == [{"ts": "2026-11-27T10:01:00Z", "value": 10.0},
+                                    {"ts": "2026-11-27T10:02:15Z", "value": -2.0}]
+    assert r.json()["truncated"] is True
+    r = await series(api, owner, a, **window, limit=5, newest="true")
+    assert [p["value"] for p in r.json()["readings"]] == [1.0, 3.0, 5.0, 10.0, -2.0]
+    assert r.json()["truncated"] is False
+    # Still only the range: a reading at `to` or after is not the newest of [from, to).
+    r = await series(api, owner, a, **{"from": iso(at(0)), "to": iso(at(1)), "bucket": 0}, limit=1, newest="true")
+    assert r.json()["readings"] == [{"ts": "2026-11-27T10:00:59.999999Z", "value": 5.0}]
+    r = await series(api, owner, a, **window, newest="maybe")
+    assert r.status_code == 422 and "newest" in r.json()["message"]
+
+
 # Refusals -----------------------------------------------------------------------------------------------------
 
 async def test_bad_ranges_and_parameters_are_422_with_a_message(api, owner):

@@ -30,7 +30,8 @@ class TelemetrySeries(Wire):
     bucket: int = Field(description="bucket size in seconds; 0 for raw readings")
     buckets: list[TelemetryBucket] | None = Field(default=None, description="bucketed mode")
     readings: list[TelemetryPoint] | None = Field(default=None, description="raw mode (bucket=0), oldest first")
-    truncated: bool = Field(default=False, description="raw mode: more readings than `limit` in the range")
+    truncated: bool = Field(default=False, description="raw mode: more readings than `limit` in the range (the "
+                                                       "newest are left out, or with `newest` the oldest)")
 
 
 class TelemetryMetric(Wire):

@@ -53,13 +53,15 @@ async def get_series(
                                                     "maxPoints")] = None,
     max_points: Annotated[int, Query(alias="maxPoints", ge=2, le=MAX_POINTS)] = 500,
     limit: Annotated[int, Query(ge=1, le=10_000, description="raw mode: readings returned at most")] = 1000,
+    newest: Annotated[bool, Query(description="raw mode: the range's newest `limit` readings rather than its "
+                                              "oldest (still oldest first), e.g. to start a live chart")] = False,
 ) -> TelemetrySeries:
     """Per time bucket avg, min, max and count of one metric over [from, to); or raw readings with bucket=0."""
     window = telemetry.resolve_range(_utc(from_), _utc(to), utcnow())
     device = await devices.get_device(session, uuid)
     out = TelemetrySeries(device=uuid, metric=metric, from_=window.start, to=window.end, bucket=0)
     if bucket == 0:
-        points, truncated = await telemetry.raw(session, device, metric, window, limit)
+        points, truncated = await telemetry.raw(session, device, metric, window, limit, newest=newest)
         out.readings = [TelemetryPoint(ts=p.ts, value=p.value) for p in points]
         out.truncated = truncated
         return out

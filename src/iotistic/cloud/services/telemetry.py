@@ -118,17 +118,21 @@ async def series(session: AsyncSession, device: Device, metric: str, window: Tim
 
 
 async def raw(session: AsyncSession, device: Device, metric: str, window: TimeRange,
-              limit: int) -> tuple[list[Point], bool]:
-    """The first `limit` readings of the range, oldest first, and whether more remain."""
+              limit: int, *, newest: bool = False) -> tuple[list[Point], bool]:
+    """The first `limit` readings of the range (the last ones with `newest`), oldest first, and whether more
+    remain."""
     stmt = (
         select(Telemetry.ts, Telemetry.value)
         .where(Telemetry.device_id == device.id, Telemetry.metric == metric,
                Telemetry.ts >= window.start, Telemetry.ts < window.end)
-        .order_by(Telemetry.ts)
+        .order_by(Telemetry.ts.desc() if newest else Telemetry.ts)
         .limit(limit + 1)
     )
     rows = (await session.execute(stmt)).all()
-    return [Point(ts, value) for ts, value in rows[:limit]], len(rows) > limit
+    kept = list(rows[:limit])
+    if newest:
+        kept.reverse()
+    return [Point(ts, value) for ts, value in kept], len(rows) > limit
 
 
 async def device_metrics(session: AsyncSession, device: Device) -> Sequence[TelemetryLatest]:
