@@ -169,8 +169,8 @@ def test_a_release_made_in_the_editor_deployed_to_the_fleet_converges(page: Any,
 
 def ensure_release_deployed(api: httpx.Client, agent: AgentDevice, image: str) -> None:
     """The previous test's result, made over the API when that test did not run."""
-    target = api.get(f"/api/v1/devices/{agent.uuid}/target-state").json()
-    services = [s["serviceName"] for app in (target.get("apps") or {}).values() for s in app["services"]]
+    deployed = api.get(f"/api/v1/devices/{agent.uuid}/target-state").json()["deployed"]
+    services = [s["serviceName"] for app in (deployed.get("apps") or {}).values() for s in app["services"]]
     if SERVICE in services:
         return
     release = api.post("/api/v1/releases", json={"name": f"{RELEASE} (api)", "fleet": FLEET, "target": {"apps": {
@@ -324,6 +324,9 @@ def test_every_page_renders_without_errors(new_page: Any, viewport: dict[str, in
     page.goto("/setup")  # no token and an owner exists: the page says so
     expect(heading(page, "Already set up")).to_be_visible()
     screenshot(page, "setup-done")
+    page.goto("/login")
+    expect(heading(page, "Sign in")).to_be_visible()
+    screenshot(page, "login")
     sign_in(page)
     for path, title, name in PAGES:
         page.goto(path.format(agent=agent.uuid, fleet=fleet["id"], release=release["id"]))
