@@ -36,7 +36,12 @@ export interface SeriesQuery {
   from: string;
   to: string;
   maxPoints: number;
+  /** seconds; 0 for raw readings */
   bucket?: number;
+  /** raw readings: at most this many */
+  limit?: number;
+  /** raw readings: the range's newest `limit` rather than its oldest */
+  newest?: boolean;
 }
 
 export const telemetryKeys = {

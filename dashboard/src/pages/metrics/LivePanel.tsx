@@ -64,11 +64,11 @@ export function LivePanel({ devices, metrics, pairs, label, unit, colorIndex }: 
     setBuffer((b) => pruneBuffer(b, deviceKey ? deviceKey.split(",") : [], metricKey ? metricKey.split(",") : []));
   }, [deviceKey, metricKey]);
 
-  // The seed: raw stored readings of the window, asked once per selection and window.
+  // The seed: the window's newest stored readings (up to 1000 a series), asked once per selection and window.
   const seedQuery = useMemo(() => {
     const end = Date.now();
     return { from: new Date(end - windowMs).toISOString(), to: new Date(end + 1000).toISOString(), maxPoints: 2,
-      bucket: 0 };
+      bucket: 0, limit: 1000, newest: true };
   }, [windowMs, deviceKey, metricKey]);
   const seeds = useSeries(pairs, seedQuery);
   const seeded = useRef(new Set<string>());

@@ -174,6 +174,7 @@ describe("metrics page: live", () => {
     await waitFor(() => expect(chart).toHaveAttribute("data-points", "2"));
     const seed = seriesCalls(calls)[0].url.searchParams;
     expect(seed.get("bucket")).toBe("0");
+    expect(seed.get("newest")).toBe("true"); // the readings just before now, not the window's first ones
     expect(Date.parse(seed.get("to") ?? "") - Date.parse(seed.get("from") ?? "")).toBe(301_000);
 
     await waitFor(() => expect(FakeSocket.all).toHaveLength(1));
