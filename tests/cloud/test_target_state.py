@@ -623,3 +623,28 @@ async def test_nul_characters_anywhere_are_never_a_server_error(api, owner):
     assert r.status_code in (401, 422), r.text
     # The instance still works afterwards.
     assert (await api.client.get(f"/api/v1/devices/{device_uuid}", headers=owner)).status_code == 200
+
+
+async def test_release_validation_messages_name_the_field_in_words(api, owner):
+    """The dashboard shows each message next to its field: they say what is allowed, not the regex."""
+    target = _target("ng inx")
+    service = target["apps"]["1"]["services"][0]
+    service["serviceName"] = "my service"
+    service["config"]["environment"] = {"1X": "y"}
+    r = await api.client.post("/api/v1/releases", json={"name": "bad", "target": target}, headers=owner)
+    assert r.status_code == 422, r.text
+    details = {".".join(d["loc"]): d["msg"] for d in r.json()["details"]}
+    where = "body.target.apps.1.services.0"
+    assert details == {
+        f"{where}.serviceName": "use letters, digits, '.', '_' and '-', starting with a letter or digit "
+                                "(at most 63 characters)",
+        f"{where}.config.image": "an image reference has no spaces (e.g. nginx:1.27 or registry.example.com/app:2)",
+        f"{where}.config.environment.1X.[key]": "an environment variable name uses letters, digits and '_' and does "
+                                                "not start with a digit",
+    }
+    assert "pattern" not in r.json()["message"]
+    # A trailing newline is not a name either.
+    target = _target()
+    target["apps"]["1"]["appName"] = "web\n"
+    r = await api.client.post("/api/v1/releases", json={"name": "nl", "target": target}, headers=owner)
+    assert r.status_code == 422 and r.json()["details"][0]["loc"][-1] == "appName"

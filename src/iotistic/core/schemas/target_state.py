@@ -11,13 +11,37 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 _NAME = r"^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}$"
 _PORT = re.compile(
     r"^(?:(?P<ip>\d{1,3}(?:\.\d{1,3}){3}|\[[0-9a-fA-F:]+\]):)?(?:(?P<host>\d{1,5}):)?(?P<container>\d{1,5})(?:/(?P<proto>tcp|udp))?$"
 )
 _MEMORY = re.compile(r"^\d+(?:[bkmg])?$", re.IGNORECASE)
+_ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+_IMAGE = r"^[^\s]+$"
+
+
+def _must_match(pattern: str, message: str) -> AfterValidator:
+    """Refuse a string with `message` (people read it next to the field in the dashboard) instead of pydantic's
+    "String should match pattern '<regex>'"; the schema keeps documenting the pattern."""
+    compiled = re.compile(pattern)
+
+    def check(value: str) -> str:
+        if not compiled.fullmatch(value):
+            raise PydanticCustomError("string_pattern_mismatch", message)
+        return value
+
+    return AfterValidator(check)
+
+
+Name = Annotated[str, Field(json_schema_extra={"pattern": _NAME}), _must_match(
+    _NAME, "use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 63 characters)")]
+EnvName = Annotated[str, Field(json_schema_extra={"pattern": _ENV_NAME}), _must_match(
+    _ENV_NAME, "an environment variable name uses letters, digits and '_' and does not start with a digit")]
+Image = Annotated[str, Field(min_length=1, max_length=512, json_schema_extra={"pattern": _IMAGE}), _must_match(
+    _IMAGE, "an image reference has no spaces (e.g. nginx:1.27 or registry.example.com/app:2)")]
 
 
 def check_plain_json(value: Any, where: str = "") -> None:
@@ -95,13 +119,13 @@ class Probes(_Strict):
 
 
 class ServiceConfig(_Strict):
-    image: str = Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")
+    image: Image
     command: list[str] | str | None = None
     entrypoint: list[str] | str | None = None
-    environment: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = Field(default_factory=dict)
+    environment: dict[EnvName, str] = Field(default_factory=dict)
     ports: list[str] = Field(default_factory=list, description='"[ip:]host:container[/tcp|udp]"')
     volumes: list[str] = Field(default_factory=list, description='"name:/path[:ro]" or "/host/path:/path[:ro]"')
-    networks: list[Annotated[str, Field(pattern=_NAME)]] = Field(default_factory=list)
+    networks: list[Name] = Field(default_factory=list)
     restart: RestartPolicy = RestartPolicy.unless_stopped
     labels: dict[str, str] = Field(default_factory=dict)
     resources: Resources | None = None
@@ -136,7 +160,7 @@ class ServiceConfig(_Strict):
 
 class Service(_Strict):
     service_id: int = Field(alias="serviceId", ge=1)
-    service_name: str = Field(alias="serviceName", pattern=_NAME)
+    service_name: Name = Field(alias="serviceName")
     image_name: str | None = Field(default=None, alias="imageName", max_length=512)
     state: ServiceState = ServiceState.running
     config: ServiceConfig
@@ -150,7 +174,7 @@ class Service(_Strict):
 
 class App(_Strict):
     app_id: int = Field(alias="appId", ge=1)
-    app_name: str = Field(alias="appName", pattern=_NAME)
+    app_name: Name = Field(alias="appName")
     services: list[Service] = Field(default_factory=list, max_length=64)
 
     @field_validator("services")
