@@ -648,3 +648,10 @@ async def test_release_validation_messages_name_the_field_in_words(api, owner):
     target["apps"]["1"]["appName"] = "web\n"
     r = await api.client.post("/api/v1/releases", json={"name": "nl", "target": target}, headers=owner)
     assert r.status_code == 422 and r.json()["details"][0]["loc"][-1] == "appName"
+
+
+async def test_fleet_names_are_refused_in_words(api, owner):
+    r = await api.client.post("/api/v1/fleets", json={"name": "south site"}, headers=owner)
+    assert r.status_code == 422
+    assert r.json()["details"] == [{"loc": ["body", "name"], "msg": "use letters, digits, '.', '_' and '-', starting "
+                                    "with a letter or digit (at most 64 characters)"}]

@@ -12,11 +12,12 @@ from pydantic_core import PydanticCustomError
 from iotistic.cloud.models import DeviceStatus, MqttAccountKind, Role
 from iotistic.cloud.services.rollout import RolloutState
 from iotistic.core.acl import Access, validate_rule_topic
-from iotistic.core.schemas.target_state import TargetState
+from iotistic.core.schemas.target_state import TargetState, must_match
 
 UUID_PATTERN = r"^[A-Za-z0-9_-]{8,64}$"  # also a valid MQTT topic level: no '/', '+' or '#'
 NAME_PATTERN = r"^[^\x00-\x1f/]{1,128}$"
 TAG_KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"  # no ":" (the tag filter is key:value)
+FLEET_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 
 
 class Wire(BaseModel):
@@ -225,7 +226,9 @@ class DeploymentOut(Wire):
 
 
 class FleetCreate(Wire):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: Annotated[str, Field(json_schema_extra={"pattern": FLEET_NAME_PATTERN}), must_match(
+        FLEET_NAME_PATTERN, "use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 64 "
+        "characters)")]
     description: str | None = Field(default=None, max_length=500)
 
 
@@ -385,8 +388,10 @@ class MqttRuleOut(Wire):
 
 
 class MqttAccountCreate(Wire):
-    username: str = Field(pattern=MQTT_USERNAME_PATTERN,
-                          description="letters, digits and . _ @ - (starting with a letter or digit), up to 128")
+    username: Annotated[str, Field(json_schema_extra={"pattern": MQTT_USERNAME_PATTERN}), must_match(
+        MQTT_USERNAME_PATTERN, "use letters, digits and '.', '_', '@', '-', starting with a letter or digit (at most "
+        "128 characters)")] = Field(description="letters, digits and . _ @ - (starting with a letter or digit), up "
+                                    "to 128")
     kind: Literal["service", "integration"]
     password: str | None = Field(default=None, max_length=256,
                                  description="at least 16 characters; omitted: one is generated and shown once")

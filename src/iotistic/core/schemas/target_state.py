@@ -23,7 +23,7 @@ _ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 _IMAGE = r"^[^\s]+$"
 
 
-def _must_match(pattern: str, message: str) -> AfterValidator:
+def must_match(pattern: str, message: str) -> AfterValidator:
     """Refuse a string with `message` (people read it next to the field in the dashboard) instead of pydantic's
     "String should match pattern '<regex>'"; the schema keeps documenting the pattern."""
     compiled = re.compile(pattern)
@@ -36,11 +36,11 @@ def _must_match(pattern: str, message: str) -> AfterValidator:
     return AfterValidator(check)
 
 
-Name = Annotated[str, Field(json_schema_extra={"pattern": _NAME}), _must_match(
+Name = Annotated[str, Field(json_schema_extra={"pattern": _NAME}), must_match(
     _NAME, "use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 63 characters)")]
-EnvName = Annotated[str, Field(json_schema_extra={"pattern": _ENV_NAME}), _must_match(
+EnvName = Annotated[str, Field(json_schema_extra={"pattern": _ENV_NAME}), must_match(
     _ENV_NAME, "an environment variable name uses letters, digits and '_' and does not start with a digit")]
-Image = Annotated[str, Field(min_length=1, max_length=512, json_schema_extra={"pattern": _IMAGE}), _must_match(
+Image = Annotated[str, Field(min_length=1, max_length=512, json_schema_extra={"pattern": _IMAGE}), must_match(
     _IMAGE, "an image reference has no spaces (e.g. nginx:1.27 or registry.example.com/app:2)")]
 
 
