@@ -97,7 +97,8 @@ function EditorForm({ initial, basedOn }: { initial: ReleaseDraft; basedOn?: str
       {localProblems.map((p) => <Alert key={p} severity="error" sx={{ mb: 2 }}>{p}</Alert>)}
       {create.error != null && (
         <Alert severity="error" role="alert" sx={{ mb: 2 }} data-testid="release-errors">
-          The release was not saved: {errors.message}
+          The release was not saved: {Object.keys(errors.byPath).length > 0 && leftover.length === 0
+            ? "see the fields marked below." : errors.message}
           {leftover.length > 0 && <ul style={{ margin: 0 }}>{leftover.map((m) => <li key={m}>{m}</li>)}</ul>}
         </Alert>
       )}

@@ -69,6 +69,8 @@ describe("release draft", () => {
   });
 });
 
+const ENV_MESSAGE = "an environment variable name uses letters, digits and '_' and does not start with a digit";
+
 describe("release editor", () => {
   it("shows each of the API's validation messages next to its field, and saves once they are fixed", async () => {
     const user = userEvent.setup();
@@ -84,7 +86,7 @@ describe("release editor", () => {
             { loc: ["body", "target", "apps", "1", "services", 0, "config", "ports"],
               msg: "Value error, port '99999:80': 99999 is not between 1 and 65535" },
             { loc: ["body", "target", "apps", "1", "services", 0, "config", "environment", "1X", "[key]"],
-              msg: "String should match pattern '^[A-Za-z_][A-Za-z0-9_]*$'" },
+              msg: ENV_MESSAGE },
             { loc: ["body", "target", "config"], msg: "Input should be a valid dictionary" },
           ] }, 422);
         }
@@ -104,7 +106,7 @@ describe("release editor", () => {
     await waitFor(() => expect(ports).toHaveAttribute("aria-invalid", "true"));
     expect(ports).toHaveAccessibleDescription("port '99999:80': 99999 is not between 1 and 65535");
     expect(screen.getByRole("textbox", { name: "Environment" }))
-      .toHaveAccessibleDescription("String should match pattern '^[A-Za-z_][A-Za-z0-9_]*$'");
+      .toHaveAccessibleDescription(ENV_MESSAGE);
     expect(screen.getByRole("textbox", { name: "Image" })).not.toHaveAttribute("aria-invalid", "true");
     // A problem no field shows is listed with the summary, not lost.
     expect(screen.getByTestId("release-errors")).toHaveTextContent("target.config: Input should be a valid dictionary");
@@ -153,6 +155,24 @@ describe("release editor", () => {
     expect(Object.keys(body.target.apps)).toEqual(["5"]);
     expect(body.target.apps["5"]?.services.map((s) => s.serviceName)).toEqual(["api", "cache"]);
     expect(body.target.apps["5"]?.services[0]?.config.probes).toEqual({ liveness: { httpPath: "/health", port: 80 } });
+  });
+
+  it("points to the marked fields when every problem has one", async () => {
+    const user = userEvent.setup();
+    mockApi({ ...signedInAs("operator"),
+      "GET /api/v1/fleets": () => json([]),
+      "POST /api/v1/releases": () => json({ error: "validation_error",
+        message: "body.target.apps.1.services.0.config.image: an image reference has no spaces", details: [
+          { loc: ["body", "target", "apps", "1", "services", 0, "config", "image"],
+            msg: "an image reference has no spaces (e.g. nginx:1.27 or registry.example.com/app:2)" }] }, 422),
+    });
+    renderArea("/fleets/releases/new");
+    await fill(user, await screen.findByRole("textbox", { name: "Image" }), "ng inx");
+    await user.click(screen.getByRole("button", { name: "Save release" }));
+    expect(await screen.findByTestId("release-errors"))
+      .toHaveTextContent("The release was not saved: see the fields marked below.");
+    expect(screen.getByRole("textbox", { name: "Image" }))
+      .toHaveAccessibleDescription("an image reference has no spaces (e.g. nginx:1.27 or registry.example.com/app:2)");
   });
 
   it("refuses two apps with one id before asking the API", async () => {

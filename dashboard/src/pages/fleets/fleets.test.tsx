@@ -96,9 +96,9 @@ describe("fleets page", () => {
       "POST /api/v1/fleets": (c) => {
         const body = c.body as { name: string };
         if (body.name.includes(" ")) {
-          return json({ error: "validation_error", message: "body.name: String should match pattern",
-            details: [{ loc: ["body", "name"], msg: "String should match pattern '^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$'" }] },
-          422);
+          const msg = "use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 64 characters)";
+          return json({ error: "validation_error", message: `body.name: ${msg}`,
+            details: [{ loc: ["body", "name"], msg }] }, 422);
         }
         fleets = [{ ...north, id: 2, name: body.name, deviceCount: 0 }];
         return json(fleets[0], 201);
@@ -109,7 +109,7 @@ describe("fleets page", () => {
     const dialog = await screen.findByRole("dialog", { name: "New fleet" });
     await user.type(within(dialog).getByRole("textbox", { name: "Name" }), "south site");
     await user.click(within(dialog).getByRole("button", { name: "Create fleet" }));
-    expect(await within(dialog).findByText(/String should match pattern/)).toBeInTheDocument();
+    expect(await within(dialog).findByText(/starting with a letter or digit/)).toBeInTheDocument();
     expect(within(dialog).getByRole("textbox", { name: "Name" })).toHaveAttribute("aria-invalid", "true");
 
     await user.clear(within(dialog).getByRole("textbox", { name: "Name" }));
