@@ -1,6 +1,7 @@
 import Box from "@mui/material/Box";
 import Button from "@mui/material/Button";
 import TextField from "@mui/material/TextField";
+import Typography from "@mui/material/Typography";
 import { useState, type FormEvent } from "react";
 
 import { useAuditEvents, type AuditEvent, type AuditFilter } from "../../api/audit";
@@ -16,13 +17,22 @@ function details(d: Record<string, unknown>): string {
   return Object.entries(d).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join(", ");
 }
 
+// Actors and targets are often long ids (device uuids, key ids): they wrap anywhere rather than widen the table.
+const wrap = { overflowWrap: "anywhere" } as const;
+
 const columns: Column<AuditEvent>[] = [
-  { key: "at", header: "When", render: (e) => <time dateTime={e.at}>{new Date(e.at).toLocaleString()}</time> },
-  { key: "actor", header: "Who", render: (e) => e.actor },
+  { key: "at", header: "When", width: 110,
+    render: (e) => <time dateTime={e.at}>{new Date(e.at).toLocaleString()}</time> },
+  { key: "actor", header: "Who", render: (e) => <Box sx={wrap}>{e.actor}</Box> },
   { key: "action", header: "Action", render: (e) => <code>{e.action}</code> },
-  { key: "target", header: "Target", hideBelow: "sm",
-    render: (e) => (e.targetType ? `${e.targetType} ${e.targetId ?? ""}` : "—") },
-  { key: "details", header: "Details", hideBelow: "md", render: (e) => details(e.details) || "—" },
+  { key: "target", header: "Target and details", hideBelow: "sm", render: (e) => (
+    <Box sx={wrap}>
+      {e.targetType ? `${e.targetType} ${e.targetId ?? ""}` : "—"}
+      {Object.keys(e.details).length > 0 && (
+        <Typography variant="body2" color="text.secondary" sx={wrap}>{details(e.details)}</Typography>
+      )}
+    </Box>
+  ) },
   { key: "ip", header: "Address", hideBelow: "lg", render: (e) => e.ip ?? "—" },
 ];
 
