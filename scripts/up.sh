@@ -4,8 +4,9 @@
 #   bash scripts/up.sh [--host 127.0.0.1] [--port 3002]
 #
 # Installs python3 + venv (and npm for the dashboard) with apt when missing (as root, or with sudo), creates .venv,
-# installs `iotistic[cloud]` into it, builds the dashboard when it changed (scripts/build-dashboard.sh), then runs
-# `iotistic up` from the repository root: API and dashboard at one address.
+# installs `iotistic[cloud,twin]` into it (the API, and the IFC importer behind the dashboard's uploads), builds the
+# dashboard when it changed (scripts/build-dashboard.sh), then runs `iotistic up` from the repository root: API and
+# dashboard at one address.
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -81,9 +82,9 @@ fi
 stamp="$VENV/.iotistic-cloud-installed"
 want=$(sha256sum <pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || [ ! -x "$VENV/bin/iotistic" ] ||
-   ! "$VENV/bin/python" -c 'import fastapi, sqlalchemy, uvicorn, iotistic.cloud.app' 2>/dev/null; then
-  say "pip install -e '.[cloud]'"
-  "$VENV/bin/python" -m pip install -q -e '.[cloud]' || die "pip install failed"
+   ! "$VENV/bin/python" -c 'import fastapi, sqlalchemy, uvicorn, ifcopenshell, iotistic.cloud.app' 2>/dev/null; then
+  say "pip install -e '.[cloud,twin]'"
+  "$VENV/bin/python" -m pip install -q -e '.[cloud,twin]' || die "pip install failed"
   echo "$want" >"$stamp"
 fi
 
