@@ -7,7 +7,7 @@ import uuid as uuidlib
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, and_, func, not_, or_, select, text
+from sqlalchemy import ColumnElement, Select, and_, func, not_, or_, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from iotistic.cloud.errors import ApiError, conflict, not_found
@@ -139,6 +139,16 @@ async def get_device(session: AsyncSession, device_uuid: str) -> Device:
     return device
 
 
+def online_clause(offline_after_seconds: int) -> ColumnElement[bool]:
+    """The same rule as is_online, in SQL. NULL (never seen) when the device never spoke; callers that negate it
+    must allow for that."""
+    cutoff = utcnow() - dt.timedelta(seconds=offline_after_seconds)
+    # (coalesce: a NULL here would make NOT(...) NULL and hide the device from both filters)
+    said_offline = and_(func.coalesce(Device.connection_state, "") == "offline",
+                        func.coalesce(Device.connection_changed_at >= Device.last_seen_at, False))
+    return and_(Device.last_seen_at >= cutoff, not_(said_offline))
+
+
 @dataclass
 class DeviceFilter:
     status: str | None = None
@@ -155,12 +165,7 @@ def _filtered(query: Select[Any], f: DeviceFilter, offline_after_seconds: int) -
     if f.fleet_id is not None:
         query = query.where(Device.fleet_id == f.fleet_id)
     if f.online is not None:
-        cutoff = utcnow() - dt.timedelta(seconds=offline_after_seconds)
-        # The same rule as is_online, in SQL.
-        # (coalesce: a NULL here would make NOT(...) NULL and hide the device from both filters)
-        said_offline = and_(func.coalesce(Device.connection_state, "") == "offline",
-                            func.coalesce(Device.connection_changed_at >= Device.last_seen_at, False))
-        online = and_(Device.last_seen_at >= cutoff, not_(said_offline))
+        online = online_clause(offline_after_seconds)
         query = query.where(online if f.online else or_(Device.last_seen_at.is_(None), not_(online)))
     if f.tag_key:
         tags = select(DeviceTag.device_id).where(DeviceTag.key == f.tag_key)

@@ -5,19 +5,16 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import Select, and_, select
+from sqlalchemy import ColumnElement, Select, and_, case, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import load_only, raiseload
 
-from iotistic.cloud.errors import bad_request
 from iotistic.cloud.models import Device, DeviceCurrentState, DeviceTag, DeviceTarget, Release, TargetDeployment
-from iotistic.cloud.services.devices import is_online
+from iotistic.cloud.services.devices import online_clause
 from iotistic.cloud.services.provisioning import resolve_fleet
 
-# A rollout view is read every few seconds: it must stay one query even for the largest fleets.
-MAX_SELECTION = 20_000
+_Q = TypeVar("_Q", bound=Select[*tuple[Any, ...]])
 
 
 class RolloutState(StrEnum):
@@ -26,10 +23,6 @@ class RolloutState(StrEnum):
     updating = "updating"  # connected, not running the target yet
     other_release = "other_release"  # its deployed target is not this release (never deployed, or since replaced)
     converged = "converged"  # it reports running the deployed version of this release
-
-
-# Problems first: the devices an operator has to look at come at the top of the list.
-_ORDER = {s: i for i, s in enumerate(RolloutState)}
 
 
 @dataclass(frozen=True)
@@ -52,68 +45,64 @@ class Rollout:
     items: list[DeviceRollout]
 
 
-def _state(release_id: int, target_release: int | None, target_version: int, applied: int | None,
-           status: str | None, online: bool) -> RolloutState:
-    if target_release != release_id:
-        return RolloutState.other_release
-    if status == "error":
-        return RolloutState.failed
-    if applied == target_version:
-        return RolloutState.converged
-    return RolloutState.updating if online else RolloutState.offline
-
-
-def _int_or_none(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
-
-
 async def rollout(
     session: AsyncSession, release: Release, *, fleet: int | str | None, tag_key: str | None,
     tag_value: str | None, state: RolloutState | None, limit: int, offset: int, offline_after_seconds: int,
 ) -> Rollout:
     """The devices of a fleet and/or tag (the selection a deploy used), or without one every device whose deployed
-    target is this release; counted per state, listed problems first."""
+    target is this release; counted per state, listed problems first. The view is read every few seconds for
+    fleets of thousands: states are worked out and counted in SQL, and only the page is loaded."""
     # The release of the version a device runs is the one recorded when that version was deployed. (The
     # target's own release_id describes the staged document and is cleared when someone stages an edit.)
-    query: Select[Any] = (
-        select(Device, DeviceTarget.version, TargetDeployment.release_id, DeviceCurrentState.document,
-               DeviceCurrentState.reported_at)
-        .join(DeviceTarget, DeviceTarget.device_id == Device.id)
-        .outerjoin(TargetDeployment, and_(TargetDeployment.device_id == Device.id,
-                                          TargetDeployment.version == DeviceTarget.version))
-        .outerjoin(DeviceCurrentState, DeviceCurrentState.device_id == Device.id)
-        .options(load_only(Device.uuid, Device.name, Device.last_seen_at, Device.connection_state,
-                           Device.connection_changed_at), raiseload(Device.fleet), raiseload(Device.tags))
+    deployed_release = TargetDeployment.release_id
+    report = DeviceCurrentState.document
+    applied = report["appliedVersion"].as_integer()
+    status = report["status"].as_string()
+    online = func.coalesce(online_clause(offline_after_seconds), False)
+    state_of: ColumnElement[str] = case(
+        (or_(deployed_release.is_(None), deployed_release != release.id), RolloutState.other_release.value),
+        (status == "error", RolloutState.failed.value),
+        (applied == DeviceTarget.version, RolloutState.converged.value),
+        (online, RolloutState.updating.value),
+        else_=RolloutState.offline.value,
     )
-    if fleet is not None:
-        fleet_row = await resolve_fleet(session, fleet)
-        assert fleet_row is not None
-        query = query.where(Device.fleet_id == fleet_row.id)
-    if tag_key is not None:
-        tagged = select(DeviceTag.device_id).where(DeviceTag.key == tag_key)
-        if tag_value is not None:
-            tagged = tagged.where(DeviceTag.value == tag_value)
-        query = query.where(Device.id.in_(tagged))
-    if fleet is None and tag_key is None:
-        query = query.where(TargetDeployment.release_id == release.id)
-    rows = (await session.execute(query.limit(MAX_SELECTION + 1))).all()
-    if len(rows) > MAX_SELECTION:
-        raise bad_request(f"the selection has more than {MAX_SELECTION} devices; narrow it with a fleet and a tag")
+    # Problems first: the devices an operator has to look at come at the top of the list.
+    rank = case({s.value: i for i, s in enumerate(RolloutState)}, value=state_of)
 
-    devices: list[DeviceRollout] = []
-    for device, version, target_release, document, reported_at in rows:
-        report = document or {}
-        applied = _int_or_none(report.get("appliedVersion"))
-        status = report.get("status") if isinstance(report.get("status"), str) else None
-        online = is_online(device, offline_after_seconds)
-        devices.append(DeviceRollout(
-            uuid=device.uuid, name=device.name, online=online, target_version=version,
-            target_release_id=target_release, applied_version=applied, status=status, reported_at=reported_at,
-            state=_state(release.id, target_release, version, applied, status, online),
-        ))
+    def selected(query: _Q) -> _Q:
+        query = (query.select_from(Device)
+                 .join(DeviceTarget, DeviceTarget.device_id == Device.id)
+                 .outerjoin(TargetDeployment, and_(TargetDeployment.device_id == Device.id,
+                                                   TargetDeployment.version == DeviceTarget.version))
+                 .outerjoin(DeviceCurrentState, DeviceCurrentState.device_id == Device.id))
+        if fleet_id is not None:
+            query = query.where(Device.fleet_id == fleet_id)
+        if tag_key is not None:
+            tagged = select(DeviceTag.device_id).where(DeviceTag.key == tag_key)
+            if tag_value is not None:
+                tagged = tagged.where(DeviceTag.value == tag_value)
+            query = query.where(Device.id.in_(tagged))
+        if fleet is None and tag_key is None:
+            query = query.where(deployed_release == release.id)
+        return query
+
+    fleet_row = await resolve_fleet(session, fleet)
+    fleet_id = fleet_row.id if fleet_row is not None else None
+    counted = await session.execute(selected(select(state_of.label("state"), func.count())).group_by(state_of))
     summary = {s: 0 for s in RolloutState}
-    for d in devices:
-        summary[d.state] += 1
-    selected = [d for d in devices if state is None or d.state == state]
-    selected.sort(key=lambda d: (_ORDER[d.state], d.name.lower(), d.uuid))
-    return Rollout(total=len(selected), summary=summary, items=selected[offset:offset + limit])
+    for name, n in counted.all():
+        summary[RolloutState(name)] = int(n)
+    page = selected(select(Device.uuid, Device.name, online.label("online"), DeviceTarget.version, deployed_release,
+                           applied.label("applied"), status.label("status"), DeviceCurrentState.reported_at,
+                           state_of.label("state")))
+    if state is not None:
+        page = page.where(state_of == state.value)
+    rows = await session.execute(page.order_by(rank, func.lower(Device.name), Device.uuid).limit(limit).offset(offset))
+    items = [
+        DeviceRollout(uuid=r.uuid, name=r.name, online=bool(r.online), target_version=r.version,
+                      target_release_id=r.release_id, applied_version=r.applied, status=r.status,
+                      reported_at=r.reported_at, state=RolloutState(r.state))
+        for r in rows.all()
+    ]
+    total = summary[state] if state is not None else sum(summary.values())
+    return Rollout(total=total, summary=summary, items=items)
