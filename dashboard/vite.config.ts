@@ -3,7 +3,7 @@ import react from "@vitejs/plugin-react";
 import { defineConfig } from "vite";
 
 // The dev server proxies the API so the dashboard stays same-origin, exactly as when the cloud serves it at `/`.
-const api = process.env.IOTISTIC_API ?? "http://127.0.0.1:8000";
+const api = process.env.IOTISTIC_API ?? "http://127.0.0.1:3002";
 
 export default defineConfig({
   plugins: [react()],

@@ -11,26 +11,41 @@ const ANY = "";
 // Selects show "Any" rather than an empty box under the label.
 const SELECT_PROPS = { inputLabel: { shrink: true }, select: { displayEmpty: true } } as const;
 
-/** Text that updates the filter after typing pauses, so each keystroke does not query 10,000 devices. */
-function useDebounced(value: string, onSettle: (v: string) => void, ms = 300) {
-  const settle = useRef(onSettle);
-  settle.current = onSettle;
+/**
+ * A text filter typed here and pushed (e.g. to the URL) after typing pauses, so each keystroke does not query
+ * 10,000 devices. Changes of `value` from elsewhere (back button, "clear") are followed, but not the echo of what
+ * was pushed: on a slow machine that echo arrives while the user types on, and following it dropped their keys.
+ */
+export function useFilterText(value: string | undefined, push: (v: string | undefined) => void, ms = 300) {
+  const [text, setText] = useState(value ?? "");
+  const pushed = useRef(value ?? "");
+  const pushLatest = useRef(push);
+  pushLatest.current = push;
   useEffect(() => {
-    const t = setTimeout(() => settle.current(value), ms);
+    const v = value ?? "";
+    if (v !== pushed.current) {
+      pushed.current = v;
+      setText(v);
+    }
+  }, [value]);
+  useEffect(() => {
+    const t = setTimeout(() => {
+      const v = text.trim();
+      if (v !== pushed.current) {
+        pushed.current = v;
+        pushLatest.current(v || undefined);
+      }
+    }, ms);
     return () => clearTimeout(t);
-  }, [value, ms]);
+  }, [text, ms]);
+  return [text, setText] as const;
 }
 
 export function DeviceFilterBar({ filters, onChange }: { filters: DeviceFilters;
   onChange: (f: DeviceFilters) => void }) {
   const fleets = useFleetOptions();
-  const [text, setText] = useState(filters.text ?? "");
-  const [tag, setTag] = useState(filters.tag ?? "");
-  // The URL can change under us (back button, "clear"): follow it.
-  useEffect(() => setText(filters.text ?? ""), [filters.text]);
-  useEffect(() => setTag(filters.tag ?? ""), [filters.tag]);
-  useDebounced(text, (v) => { if ((filters.text ?? "") !== v.trim()) onChange({ ...filters, text: v.trim() || undefined }); });
-  useDebounced(tag, (v) => { if ((filters.tag ?? "") !== v.trim()) onChange({ ...filters, tag: v.trim() || undefined }); });
+  const [text, setText] = useFilterText(filters.text, (v) => onChange({ ...filters, text: v }));
+  const [tag, setTag] = useFilterText(filters.tag, (v) => onChange({ ...filters, tag: v }));
 
   const online = filters.online === undefined ? ANY : String(filters.online);
   return (
