@@ -199,7 +199,7 @@ async def test_audit_is_for_admins_only(api, client):
 # The error shape ----------------------------------------------------------------------------------------------
 
 async def test_errors_are_json_with_error_and_message(client, owner):
-    _assert_error(await client.get("/no/such/route"), 404, "not_found")
+    _assert_error(await client.get("/api/no/such/route"), 404, "not_found")  # page paths are the dashboard's
     _assert_error(await client.get("/api/v1/no-such-thing", headers=owner), 404, "not_found")
     _assert_error(await client.get("/api/v1/devices/not-a-device", headers=owner), 404, "not_found")
     _assert_error(await client.delete("/health"), 405, "method_not_allowed")
