@@ -679,12 +679,22 @@ def ingest_create_account(
 ) -> None:
     """Create the MQTT service account ingest workers share (read on iot/device/+/#) and print its password
     once, for INGEST_MQTT_USERNAME / INGEST_MQTT_PASSWORD."""
+    _create_service_account(username, "INGEST_MQTT", process="ingest")
+
+
+def _create_service_account(username: str, env_prefix: str, *, process: str) -> None:
+    """Make the MQTT service account of a platform process ("ingest": reads every device topic; "exporter": reads
+    the broker's $SYS tree) and print `<env_prefix>_USERNAME` and `_PASSWORD` once."""
     _cloud_imports_available()
     settings = _load_settings()
     _require_migrated(settings)
     from iotistic.cloud.errors import ApiError
     from iotistic.core.db import make_engine
-    from iotistic.ingest.account import create_account
+
+    if process == "ingest":
+        from iotistic.ingest.account import create_account
+    else:
+        from iotistic.exporter.account import create_account
 
     async def create() -> str:
         engine = make_engine(settings.sqlalchemy_url)
@@ -699,8 +709,8 @@ def ingest_create_account(
         fail(exc.message, EXIT_FAILED)
     except _db_errors() as exc:
         fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
-    out.print(f"INGEST_MQTT_USERNAME={username}")
-    out.print(f"INGEST_MQTT_PASSWORD={password}")
+    out.print(f"{env_prefix}_USERNAME={username}")
+    out.print(f"{env_prefix}_PASSWORD={password}")
     err.print("The password is shown only now; store it in your secret store.")
 
 
@@ -753,29 +763,7 @@ def exporter_create_account(
 ) -> None:
     """Create the MQTT service account the exporter reads the broker's message count with (read on $SYS/broker/#)
     and print its password once, for EXPORTER_MQTT_USERNAME / EXPORTER_MQTT_PASSWORD."""
-    _cloud_imports_available()
-    settings = _load_settings()
-    _require_migrated(settings)
-    from iotistic.cloud.errors import ApiError
-    from iotistic.core.db import make_engine
-    from iotistic.exporter.account import create_account
-
-    async def create() -> str:
-        engine = make_engine(settings.sqlalchemy_url)
-        try:
-            return await create_account(engine, username)
-        finally:
-            await engine.dispose()
-
-    try:
-        password = asyncio.run(create())
-    except ApiError as exc:
-        fail(exc.message, EXIT_FAILED)
-    except _db_errors() as exc:
-        fail(f"database {_display_url(settings.sqlalchemy_url)} unreachable: {_describe_db_error(exc)}")
-    out.print(f"EXPORTER_MQTT_USERNAME={username}")
-    out.print(f"EXPORTER_MQTT_PASSWORD={password}")
-    err.print("The password is shown only now; store it in your secret store.")
+    _create_service_account(username, "EXPORTER_MQTT", process="exporter")
 
 
 # The simulator -------------------------------------------------------------------------------------------------
