@@ -3,27 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
-from alembic import command
 from alembic.config import Config
 
-import iotistic.migrations
+from iotistic.migrations import runner
 
-SCRIPT_LOCATION = Path(iotistic.migrations.__file__).parent / "cloud"
+SCRIPT_LOCATION = runner.HERE / "cloud"
 
 
 def alembic_config(url: str) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(SCRIPT_LOCATION))
-    # ConfigParser treats % as interpolation; URLs may contain percent-encoded passwords.
-    config.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
-    return config
+    return runner.alembic_config(SCRIPT_LOCATION, url)
 
 
 def upgrade(url: str, revision: str = "head") -> None:
     """Migrate to `revision`. Must not run inside a running event loop (env.py starts its own)."""
-    command.upgrade(alembic_config(url), revision)
+    runner.upgrade(SCRIPT_LOCATION, url, revision)
 
 
 async def upgrade_async(url: str, revision: str = "head") -> None:

@@ -2,45 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from alembic import context
-from sqlalchemy.engine import Connection
-
 from iotistic.cloud.models import Base, managed_by_migrations
-from iotistic.core.db import make_engine
+from iotistic.migrations.runner import run_environment
 from iotistic.twin import models as _twin_models  # noqa: F401  (its tables join Base.metadata)
 
-config = context.config
-target_metadata = Base.metadata
-
-
-def _run(connection: Connection) -> None:
-    context.configure(
-        connection=connection,
-        target_metadata=target_metadata,
-        render_as_batch=connection.dialect.name == "sqlite",  # SQLite cannot ALTER most things in place
-        compare_type=True,
-        include_object=managed_by_migrations,
-    )
-    with context.begin_transaction():
-        context.run_migrations()
-
-
-async def _run_online() -> None:
-    engine = make_engine(config.get_main_option("sqlalchemy.url") or "")
-    try:
-        async with engine.connect() as connection:
-            await connection.run_sync(_run)
-            await connection.commit()
-    finally:
-        await engine.dispose()
-
-
-if context.is_offline_mode():
-    context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=target_metadata,
-                      literal_binds=True)
-    with context.begin_transaction():
-        context.run_migrations()
-else:
-    asyncio.run(_run_online())
+run_environment(Base.metadata, include_object=managed_by_migrations)
