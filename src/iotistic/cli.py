@@ -534,16 +534,21 @@ def license_keygen(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing private key.")] = False,
 ) -> None:
     """Create the RSA key pair that signs (private, mode 0600) and verifies (public) licences."""
+    private_path, public_path = _write_licence_keys(out_dir, bits, force)
+    err.print(f"private key: {private_path} (mode 0600; keep it secret, it signs licences)")
+    err.print(f"public key:  {public_path} (give it to the cloud API as LICENSE_PUBLIC_KEY)")
+
+
+def _write_licence_keys(out_dir: Path, bits: int, force: bool) -> tuple[Path, Path]:
+    """license-private.pem (0600) and license-public.pem in `out_dir`; an existing private key only with --force."""
     from iotistic.core.licensing import write_keypair
 
     if (out_dir / "license-private.pem").exists() and not force:
         fail(f"{out_dir / 'license-private.pem'} exists; pass --force to replace it", EXIT_FAILED)
     try:
-        private_path, public_path = write_keypair(out_dir, bits)
+        return write_keypair(out_dir, bits)
     except OSError as exc:
         fail(f"cannot write keys to {out_dir}: {exc.strerror or exc}")
-    err.print(f"private key: {private_path} (mode 0600; keep it secret, it signs licences)")
-    err.print(f"public key:  {public_path} (give it to the cloud API as LICENSE_PUBLIC_KEY)")
 
 
 @license_app.command("sign")
@@ -1678,14 +1683,7 @@ def billing_keygen(
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing private key.")] = False,
 ) -> None:
     """Create the licence signing key pair (private: BILLING_PRIVATE_KEY_FILE; public: for the instances)."""
-    from iotistic.core.licensing import write_keypair
-
-    if (out_dir / "license-private.pem").exists() and not force:
-        fail(f"{out_dir / 'license-private.pem'} exists; pass --force to replace it", EXIT_FAILED)
-    try:
-        private_path, public_path = write_keypair(out_dir, bits)
-    except OSError as exc:
-        fail(f"cannot write keys to {out_dir}: {exc.strerror or exc}")
+    private_path, public_path = _write_licence_keys(out_dir, bits, force)
     err.print(f"private key: {private_path} (mode 0600; BILLING_PRIVATE_KEY_FILE={private_path})")
     err.print(f"public key:  {public_path} (also served at GET /api/license/public-key)")
 
