@@ -243,7 +243,9 @@ def agent(platform: Platform, owner: str, docker_engine: DockerEngine, tmp_path_
 
 # --- the browser -----------------------------------------------------------------------------------------------
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session: Playwright's sync API keeps an event loop running in the main thread while it is open,
+# and every asyncio test after it would then fail ("Runner.run() cannot be called from a running event loop").
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
     if not CHROMIUM.exists():
         unavailable(f"{CHROMIUM} is missing (Debian package chromium)")
