@@ -41,6 +41,8 @@ from iotistic.core.tasks import cancel_and_wait
 log = logging.getLogger(__name__)
 
 DEFAULT_REFRESH_INTERVAL = 1.0
+# amqtt's shutdown cleans up every client session in turn; one that never finishes must not hang the platform's stop.
+SHUTDOWN_TIMEOUT_S = 5.0
 
 
 async def load_accounts(session: AsyncSession) -> list[AccountAcl]:
@@ -204,10 +206,15 @@ class EmbeddedBroker:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
         self._task = None
-        await self.broker.shutdown()
-        if self._engine is not None:
-            await self._engine.dispose()
-            self._engine = None
+        try:
+            await asyncio.wait_for(self.broker.shutdown(), SHUTDOWN_TIMEOUT_S)
+        except TimeoutError:
+            log.warning("the MQTT broker did not finish its shutdown within %.0f s; stopped without waiting",
+                        SHUTDOWN_TIMEOUT_S)
+        finally:
+            if self._engine is not None:
+                await self._engine.dispose()
+                self._engine = None
 
 
 def _free_port(host: str) -> int:
