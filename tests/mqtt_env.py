@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -51,9 +52,9 @@ class Broker:
             await asyncio.sleep(0.02)
 
 
-@pytest.fixture
-async def broker(app: Any) -> AsyncIterator[Broker]:
-    mosquitto = PrivateMosquitto()
+@asynccontextmanager
+async def running_broker(app: Any, mosquitto: PrivateMosquitto) -> AsyncIterator[Broker]:
+    """`mosquitto` started with the app's MQTT accounts enforced through the broker sync; stopped afterwards."""
     engine = make_engine(app.state.ctx.settings.sqlalchemy_url)
     sync = BrokerSync(engine, mosquitto.target)
     stop = asyncio.Event()
@@ -73,6 +74,12 @@ async def broker(app: Any) -> AsyncIterator[Broker]:
             await task
         await engine.dispose()
         mosquitto.close()
+
+
+@pytest.fixture
+async def broker(app: Any) -> AsyncIterator[Broker]:
+    async with running_broker(app, PrivateMosquitto()) as env:
+        yield env
 
 
 Devices = Callable[[int], Awaitable[list[tuple[str, str]]]]

@@ -12,13 +12,12 @@ from typing import Any
 
 import pytest
 
-from iotistic.broker.sync import BrokerSync
-from iotistic.broker.testing import PrivateMosquitto, project_config, until
+from iotistic.broker.testing import PrivateMosquitto, project_config
 from iotistic.core.db import make_engine
 from iotistic.exporter.account import create_account
 from iotistic.exporter.service import RunningExporter, serve
 from iotistic.exporter.settings import ExporterSettings, load_exporter_settings
-from tests.mqtt_env import Broker
+from tests.mqtt_env import Broker, running_broker
 
 EXPORTER_USER = "exporter"
 
@@ -29,26 +28,8 @@ async def sys_broker(app: Any, tmp_path: Path) -> AsyncIterator[Broker]:
     change), enforcing the app's MQTT accounts through the broker sync."""
     config = tmp_path / "mosquitto-sys1.conf"
     config.write_text(project_config().read_text() + "\nsys_interval 1\n")
-    mosquitto = PrivateMosquitto(config)
-    engine = make_engine(app.state.ctx.settings.sqlalchemy_url)
-    sync = BrokerSync(engine, mosquitto.target)
-    stop = asyncio.Event()
-    task: asyncio.Task[None] | None = None
-    env = Broker(mosquitto, sync)
-    try:
-        await sync.sync_once()
-        mosquitto.start()
-        task = asyncio.create_task(sync.run(stop))
-        assert await until(lambda: sync.passes >= 2)
+    async with running_broker(app, PrivateMosquitto(config)) as env:
         yield env
-    finally:
-        for probe in env.probes:
-            probe.stop()
-        stop.set()
-        if task is not None:
-            await task
-        await engine.dispose()
-        mosquitto.close()
 
 
 @pytest.fixture
